@@ -1,0 +1,1 @@
+"""webchannel: an authenticated, one-way pipe from HTTP publishers to WebSocket subscribers."""

@@ -1,0 +1,37 @@
+"""App config: startup warnings about generated secrets, and system checks."""
+
+import logging
+import warnings
+
+from django.apps import AppConfig
+from django.conf import settings
+
+logger = logging.getLogger("channels_api")
+
+
+class ChannelsApiConfig(AppConfig):
+    """The webchannel app."""
+
+    name = "channels_api"
+    verbose_name = "webchannel"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+
+        # A short secret is reported once by check channels_api.W001, not on every token.
+        import jwt
+
+        warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
+        config = settings.WEBCHANNEL
+        if "channel.secret_key" in config.generated:
+            logger.warning(
+                "channel.secret_key is not set: using a random secret for this process; "
+                "tokens will not survive a restart (set channel.secret_key or WC_CHANNEL__SECRET_KEY)"
+            )
+        if "channel.api_keys" in config.generated:
+            # Printed once, on purpose: otherwise nobody could use a first run.
+            logger.warning(
+                "channel.api_keys is not set: generated API key for this process: %s "
+                "(set channel.api_keys or WC_CHANNEL__API_KEYS)",
+                config.channel.api_keys[0],
+            )

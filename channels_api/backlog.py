@@ -1,0 +1,76 @@
+"""A subscriber's queue of pending messages, bounded in bytes, that never drops silently."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+
+class _Overflowed:
+    def __repr__(self) -> str:
+        return "OVERFLOWED"
+
+
+OVERFLOWED: Final = _Overflowed()
+"""What :meth:`Backlog.get` returns once, after the backlog passed its bound."""
+
+
+class Backlog:
+    """Messages waiting for one subscriber, at most ``max_bytes`` of them (as ``size_of`` counts).
+
+    A put that would pass the bound discards everything pending and switches the backlog
+    to *overflowed*: the next :meth:`get` returns :data:`OVERFLOWED` so the consumer can
+    close the socket with a documented code, and later puts are only counted in
+    ``dropped``. Memory stays bounded and the subscriber learns it lost messages.
+    """
+
+    def __init__(self, max_bytes: int, size_of: Callable[[Any], int]) -> None:
+        self._max_bytes = max_bytes
+        self._size_of = size_of
+        self._items: deque[tuple[Any, int]] = deque()
+        self._bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._reported = False
+        self.overflowed = False
+        self.dropped = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: Any) -> None:
+        """Queue ``item``, or overflow if it does not fit (a lone item always fits)."""
+        if self.overflowed:
+            self.dropped += 1
+            return
+        size = self._size_of(item)
+        if self._items and self._bytes + size > self._max_bytes:
+            self.overflowed = True
+            self.dropped = len(self._items) + 1
+            self._items.clear()
+            self._bytes = 0
+        else:
+            self._items.append((item, size))
+            self._bytes += size
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self) -> Any:
+        """The oldest item; :data:`OVERFLOWED` once after an overflow, then nothing ever again."""
+        while not self._items and (not self.overflowed or self._reported):
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._items:
+            item, size = self._items.popleft()
+            self._bytes -= size
+            return item
+        self._reported = True
+        return OVERFLOWED

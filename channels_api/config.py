@@ -1,0 +1,483 @@
+"""Configuration: built-in defaults < TOML file < ``WC_*`` environment variables.
+
+This module is the only place that knows the keys, their types, defaults and rules.
+It imports nothing from Django, so it is tested with plain dicts and ``tmp_path``,
+and ``manage.py`` can use it before Django reads the settings.
+
+Every problem raises :class:`ConfigError` with one line naming the source (file or
+environment variable), the key, the offending value (never for secrets) and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import re
+import secrets
+import tomllib
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "WC_"
+ENV_CONFIG_FILE = "WC_CONFIG_FILE"
+ENV_LOG = "WC_LOG"
+DEFAULT_LOG_LEVEL = "INFO"
+
+CREATE_BODY_LIMIT = 16 * 1024
+"""Largest accepted body of ``POST /webchannel/v1/channels`` (SPEC §2)."""
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line for the operator."""
+
+
+Check = typing.Callable[[Any], Any]
+
+
+def setting(default: Any, help: str, *, check: Check | None = None, secret: bool = False) -> Any:
+    """Declare a configuration key: its default, its meaning and how its value is checked."""
+    meta = {"help": help, "check": check, "secret": secret}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- value checks: return the normalised value or raise ValueError("expected ...") ---
+
+
+def _positive(value: float) -> float:
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError("expected a number greater than 0")
+    return value
+
+
+def _non_negative(value: float) -> float:
+    if not value >= 0 or not math.isfinite(value):
+        raise ValueError("expected a number of 0 or more")
+    return value
+
+
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
+def _api_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    for key in keys:
+        if not _TOKEN_CHARS.fullmatch(key):
+            raise ValueError("expected keys of visible ASCII characters (no spaces)")
+    return keys
+
+
+def _secret_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    if any(not key for key in keys):
+        raise ValueError("expected non-empty secrets")
+    return keys
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (IPv4, ``[IPv6]`` or ``localhost``) into an IP literal and a port."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("expected HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:8080")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        family = 6
+    else:
+        family = 4
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            "expected an IP address host (127.0.0.1, 0.0.0.0, [::1], [::]), e.g. 127.0.0.1:8080"
+        ) from None
+    if address.version != family:
+        raise ValueError("expected an IPv6 host in brackets, e.g. [::1]:8080")
+    return str(address), int(port_text)
+
+
+def _listen_address(text: str) -> str:
+    parse_listen_address(text)
+    return text
+
+
+def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+            raise ValueError(f"expected origins like https://app.example.com, got {origin!r}")
+    return origins
+
+
+def _hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
+    if not hosts or any(not host.strip() for host in hosts):
+        raise ValueError("expected a non-empty list of host names (\"*\" allows any)")
+    return hosts
+
+
+def _redis_url(url: str | None) -> str | None:
+    if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return url
+
+
+# --- the keys ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: the listening socket, HTTP policy and WebSocket housekeeping."""
+
+    listen_address: str = setting(
+        "127.0.0.1:8080", "Address `manage.py serve` listens on: HOST:PORT, IPv6 as [::1]:8080.",
+        check=_listen_address,
+    )
+    allowed_hosts: tuple[str, ...] = setting(
+        ("*",), "Django ALLOWED_HOSTS: Host header values accepted (\"*\" = any).", check=_hosts
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (), "Origins allowed to call the HTTP API from a browser (CORS).", check=_origins
+    )
+    cors_allow_any_origin: bool = setting(False, "Allow any origin (CORS); overrides cors_origins.")
+    ping_interval: float = setting(
+        20.0, "Seconds between keepalive pings to each subscriber.", check=_positive
+    )
+    ping_timeout: float = setting(
+        30.0, "Seconds to wait for a pong before dropping a subscriber.", check=_positive
+    )
+    max_backlog_bytes: int = setting(
+        4 * 1024 * 1024,
+        "Bytes of messages that may wait for one subscriber; past it the subscriber is closed "
+        "with 4008 (too slow). At least channel.max_message_size.",
+        check=_positive,
+    )
+    drain_window: float = setting(
+        2.0,
+        "On SIGTERM, subscriber sockets are closed (1012) spread over this many seconds.",
+        check=_non_negative,
+    )
+    access_log: bool = setting(True, "Log one line per HTTP request and WebSocket (secrets redacted).")
+
+
+@dataclass(frozen=True)
+class ChannelConfig:
+    """``[channel]``: tokens, API keys and message limits."""
+
+    secret_key: str | None = setting(
+        None, "HS256 secret for channel tokens. Unset: random per process (tokens die with it).",
+        secret=True,
+    )
+    previous_secret_keys: tuple[str, ...] = setting(
+        (), "Former secrets: tokens signed with them still verify (key rotation).",
+        check=_secret_keys, secret=True,
+    )
+    api_keys: tuple[str, ...] = setting(
+        (), "API keys for creating channels and publishing. Unset: one is generated and logged.",
+        check=_api_keys, secret=True,
+    )
+    ttl: int = setting(3600, "Token lifetime in seconds.", check=_positive)
+    max_message_size: int = setting(
+        524288, "Largest published message in bytes; larger gets 413.", check=_positive
+    )
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """``[redis]``: unset means the in-process channel layer (one process)."""
+
+    url: str | None = setting(
+        None, "Redis URL; set it to share channels between processes (Redis pub/sub).",
+        check=_redis_url, secret=True,
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: protection of ``GET /metrics``."""
+
+    auth_enabled: bool = setting(False, "Require HTTP Basic auth for /metrics.")
+    auth_username: str | None = setting(None, "Basic auth user name for /metrics.")
+    auth_password: str | None = setting(None, "Basic auth password for /metrics.", secret=True)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Levels from ``WC_LOG`` (env_logger syntax): a default and per-logger overrides."""
+
+    level: str = DEFAULT_LOG_LEVEL
+    loggers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration. ``generated`` names keys given random values."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str | None = None
+    generated: tuple[str, ...] = ()
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """Keys that verify tokens, the signing key first."""
+        assert self.channel.secret_key is not None
+        return (self.channel.secret_key, *self.channel.previous_secret_keys)
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "channel": ChannelConfig,
+    "redis": RedisConfig,
+    "metrics": MetricsConfig,
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key, as declared in a section dataclass."""
+
+    section: str
+    name: str
+    kind: Any
+    default: Any
+    help: str
+    check: Check | None
+    secret: bool
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env_name(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}__{self.name.upper()}"
+
+
+def keys() -> list[Key]:
+    """Every configuration key, in declaration order (for docs and tests too)."""
+    result = []
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            result.append(
+                Key(section, f.name, hints[f.name], default, f.metadata["help"],
+                    f.metadata["check"], f.metadata["secret"])
+            )
+    return result
+
+
+# --- reading values -----------------------------------------------------------------
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _describe(kind: Any) -> str:
+    return {
+        str: "a string", int: "an integer", float: "a number", bool: "true or false",
+        tuple[str, ...]: "a list of strings", str | None: "a string",
+    }[kind]
+
+
+def _from_toml(key: Key, value: Any) -> Any:
+    kind = key.kind
+    if kind in (str, str | None) and isinstance(value, str):
+        return value if value or kind is str else None
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind == tuple[str, ...]:
+        if isinstance(value, str):
+            return _split_list(value)
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+    raise ValueError(f"expected {_describe(kind)}")
+
+
+def _split_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _from_env(key: Key, text: str) -> Any:
+    kind = key.kind
+    if kind is str:
+        return text
+    if kind == str | None:
+        return text or None
+    if kind is bool:
+        if text.strip().lower() in _TRUE | _FALSE:
+            return text.strip().lower() in _TRUE
+        raise ValueError("expected true or false")
+    if kind == tuple[str, ...]:
+        return _split_list(text)
+    # int()/float() rather than django-environ's casts, which read "1e3" as 13.0 and "12abc" as 12.0.
+    try:
+        number = kind(text.strip())
+    except (ValueError, OverflowError):
+        raise ValueError(f"expected {_describe(kind)}") from None
+    if kind is float and not math.isfinite(number):
+        raise ValueError(f"expected {_describe(kind)}")
+    return number
+
+
+def _shown(key: Key, value: Any) -> str:
+    return "(secret, not shown)" if key.secret else repr(value)
+
+
+def _apply(key: Key, raw: Any, where: str, convert: typing.Callable[[Key, Any], Any]) -> Any:
+    """Convert and check one raw value; ``where`` names its source in the error."""
+    try:
+        value = convert(key, raw)
+        return key.check(value) if key.check and value is not None else value
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}, got {_shown(key, raw)}") from None
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+
+
+def _file_values(path: str, by_name: Mapping[str, Key]) -> dict[str, Any]:
+    values = {}
+    for section, table in _read_file(path).items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section}: expected a [{section}] table")
+        for name, raw in table.items():
+            key = by_name.get(f"{section}.{name}")
+            if key is None:
+                raise ConfigError(f"{path}: unknown key {section}.{name}")
+            values[key.dotted] = _apply(key, raw, f"{path}: {key.dotted}", _from_toml)
+    return values
+
+
+def _env_values(environ_: Mapping[str, str], by_name: Mapping[str, Key]) -> dict[str, Any]:
+    by_env = {key.env_name: key for key in by_name.values()}
+    values = {}
+    for env_name in sorted(environ_):
+        if not env_name.startswith(ENV_PREFIX) or "__" not in env_name:
+            continue
+        key = by_env.get(env_name)
+        if key is None:
+            raise ConfigError(f"{env_name}: unknown configuration variable")
+        values[key.dotted] = _apply(key, environ_[env_name], env_name, _from_env)
+    return values
+
+
+_LEVELS = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING",
+           "warning": "WARNING", "error": "ERROR", "critical": "CRITICAL", "off": "CRITICAL"}
+_LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+def parse_log_spec(text: str) -> LogConfig:
+    """Parse ``WC_LOG`` like env_logger: ``debug`` or ``channels_api=debug,django=warning``."""
+    level = DEFAULT_LOG_LEVEL
+    loggers: list[tuple[str, str]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.rpartition("=")
+        if not sep:
+            name, value = "", part
+        mapped = _LEVELS.get(value.strip().lower())
+        if mapped is None or (sep and not _LOGGER_NAME.fullmatch(name.strip())):
+            raise ConfigError(
+                f"{ENV_LOG}: cannot read {part!r}: expected LEVEL or LOGGER=LEVEL with LEVEL one of "
+                "trace, debug, info, warn, error, off"
+            )
+        if sep:
+            loggers.append((name.strip(), mapped))
+        else:
+            level = mapped
+    return LogConfig(level=level, loggers=tuple(loggers))
+
+
+def load_config(path: str | None, environ_: Mapping[str, str]) -> Config:
+    """Read defaults, then ``path`` (TOML) if given, then ``WC_*`` variables; validate; fill secrets.
+
+    ``path`` falls back to ``WC_CONFIG_FILE`` from ``environ_``.
+    """
+    path = path or environ_.get(ENV_CONFIG_FILE) or None
+    by_name = {key.dotted: key for key in keys()}
+    values: dict[str, Any] = {}
+    if path:
+        values.update(_file_values(path, by_name))
+    values.update(_env_values(environ_, by_name))
+    log = parse_log_spec(environ_.get(ENV_LOG, ""))
+    sections = {
+        name: cls(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")})
+        for name, cls in SECTIONS.items()
+    }
+    config = Config(**sections, log=log, source=path)
+    _check_together(config)
+    return _fill_secrets(config)
+
+
+def _check_together(config: Config) -> None:
+    """Rules that involve more than one key."""
+    where = config.source or "configuration"
+    if config.redis.url and not config.channel.secret_key:
+        raise ConfigError(
+            f"{where}: channel.secret_key must be set when redis.url is set "
+            "(every process must sign and verify tokens with the same secret)"
+        )
+    if config.server.max_backlog_bytes < config.channel.max_message_size:
+        raise ConfigError(
+            f"{where}: server.max_backlog_bytes ({config.server.max_backlog_bytes}) must be at least "
+            f"channel.max_message_size ({config.channel.max_message_size})"
+        )
+    metrics = config.metrics
+    if metrics.auth_enabled and not (metrics.auth_username and metrics.auth_password):
+        raise ConfigError(
+            f"{where}: metrics.auth_enabled needs metrics.auth_username and metrics.auth_password"
+        )
+
+
+def _fill_secrets(config: Config) -> Config:
+    generated = []
+    channel = config.channel
+    if not channel.secret_key:
+        channel = dataclasses.replace(channel, secret_key=secrets.token_urlsafe(32))
+        generated.append("channel.secret_key")
+    if not channel.api_keys:
+        channel = dataclasses.replace(channel, api_keys=(secrets.token_urlsafe(24),))
+        generated.append("channel.api_keys")
+    return dataclasses.replace(config, channel=channel, generated=tuple(generated))
+
+
+def config_file_from_argv(argv: Sequence[str]) -> str | None:
+    """Find ``-c PATH`` / ``--config-file PATH`` of ``manage.py serve|runserver``, if any."""
+    if len(argv) < 2 or argv[1] not in ("serve", "runserver"):
+        return None
+    args = list(argv[2:])
+    for i, arg in enumerate(args):
+        if arg in ("-c", "--config-file") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--config-file="):
+            return arg.split("=", 1)[1]
+        if arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--"):
+            return arg[2:]
+    return None

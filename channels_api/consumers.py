@@ -1,0 +1,111 @@
+"""The subscriber side: one WebSocket per subscriber, relaying a channel's messages unchanged."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import metrics
+from .auth import TokenError, bearer_token, verify_token
+from .events import CloseCode, RelayMessage, RelayOverflow
+from .names import InvalidChannelId, group_name, validate_channel_id
+
+logger = logging.getLogger(__name__)
+
+
+def token_from_scope(scope: dict[str, Any]) -> str | None:
+    """The token from ``Authorization: Bearer`` or, for browsers, the ``access_token`` query parameter."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            token = bearer_token(value.decode("latin-1"))
+            if token:
+                return token
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    values = query.get("access_token")
+    return values[0] if values else None
+
+
+class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """Relays every message published to a channel as one binary frame with exactly its bytes.
+
+    Refusals happen at the handshake, never after it: a bad channel id or a missing,
+    invalid, expired or other-channel token closes before accept, which Daphne answers
+    with HTTP 403. After accept the server closes only with a :class:`CloseCode`:
+    4003 when the client sends data, 4008 when it falls behind, 4013 when the channel
+    layer is unavailable.
+    """
+
+    group: str | None = None
+    closing = False
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        """Verify the token against the path, join the channel's group, accept."""
+        try:
+            channel_id = validate_channel_id(self.scope["url_route"]["kwargs"]["channel_id"])
+            verify_token(token_from_scope(self.scope) or "", channel_id, settings.WEBCHANNEL.secret_keys)
+        except (InvalidChannelId, TokenError) as exc:
+            metrics.websocket_refused.labels(reason=type(exc).__name__).inc()
+            logger.debug("subscribe refused: %s", exc)
+            await self.close()
+            return
+        group = group_name(channel_id)
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as exc:  # the layer's own errors (Redis down): tell the client to retry
+            logger.warning("subscribe failed: channel layer unavailable (%s)", type(exc).__name__)
+            await self.accept()
+            await self._close(CloseCode.TRY_AGAIN_LATER)
+            return
+        self.group = group
+        await self.accept()
+        metrics.users_connected.inc()
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        """Subscriber sockets are receive-only: any data frame closes the connection."""
+        metrics.websocket_messages_received.inc()
+        await self._close(CloseCode.DATA_FROM_CLIENT)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Leave the group and stop."""
+        if self.group is not None:
+            metrics.users_connected.dec()
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except Exception as exc:  # Redis gone: its subscription dies with the connection
+                logger.debug("group_discard failed: %s", exc)
+            self.group = None
+        raise StopConsumer()
+
+    async def relay_message(self, event: RelayMessage) -> None:
+        """Write one published message, byte for byte, as a binary frame."""
+        if self.closing:
+            return
+        data = event["data"]
+        await self.send(bytes_data=data)
+        metrics.messages_sent.inc()
+        metrics.messages_sent_bytes.inc(len(data))
+
+    async def relay_overflow(self, event: RelayOverflow) -> None:
+        """The backlog passed its bound: close as too slow rather than skip messages silently."""
+        metrics.message_send_errors.inc(event["dropped"])
+        logger.info("subscriber too slow: closing with %d, %d messages dropped", CloseCode.TOO_SLOW, event["dropped"])
+        await self._close(CloseCode.TOO_SLOW)
+
+    async def _close(self, code: CloseCode) -> None:
+        if not self.closing:
+            self.closing = True
+            metrics.websocket_closed.labels(code=str(int(code))).inc()
+            await self.close(code=int(code))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its per-message ``close_old_connections``: there is no database."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)

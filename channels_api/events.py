@@ -1,0 +1,53 @@
+"""What travels between the views, the channel layer and the consumer, and how sockets close."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Literal, TypedDict
+
+
+class RelayMessage(TypedDict):
+    """One published message, on its way to every subscriber of a channel."""
+
+    type: Literal["relay.message"]
+    data: bytes
+
+
+class RelayOverflow(TypedDict):
+    """A subscriber's backlog passed ``server.max_backlog_bytes``; ``dropped`` messages were discarded."""
+
+    type: Literal["relay.overflow"]
+    dropped: int
+
+
+def relay_message(data: bytes) -> RelayMessage:
+    return {"type": "relay.message", "data": data}
+
+
+def relay_overflow(dropped: int) -> RelayOverflow:
+    return {"type": "relay.overflow", "dropped": dropped}
+
+
+MESSAGE_OVERHEAD_BYTES = 160
+"""What a queued message costs beyond its payload (dict, bytes object, deque slot), roughly."""
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes webchannel sends, documented in the README.
+
+    Under Daphne an application may only close with 1000 or 3000-4999, so application
+    closes use 4xxx equivalents of the standard codes (4000 + the standard's last digits);
+    1012 is sent by webchannel's own server on SIGTERM, below the application.
+    """
+
+    NORMAL = 1000
+    SERVICE_RESTART = 1012
+    """The server is shutting down or restarting: reconnect (with backoff)."""
+    DATA_FROM_CLIENT = 4003
+    """The client sent a data frame; subscriber sockets are receive-only (cf. 1003)."""
+    TOO_SLOW = 4008
+    """The subscriber fell more than ``server.max_backlog_bytes`` behind (cf. 1008)."""
+    INTERNAL_ERROR = 4011
+    """Unexpected server error (cf. 1011)."""
+    TRY_AGAIN_LATER = 4013
+    """The channel layer (Redis) is unavailable: reconnect with backoff (cf. 1013)."""

@@ -1,0 +1,222 @@
+"""Channel layers that bound each subscriber's backlog instead of dropping silently.
+
+Both layers deliver group messages into a :class:`~channels_api.backlog.Backlog` per
+consumer. When a subscriber falls more than ``max_backlog_bytes`` behind, its next
+``receive`` returns a ``relay.overflow`` event and the consumer closes the socket with
+4008. Delivery stays at most once: nothing is stored beyond those backlogs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from channels.layers import BaseChannelLayer
+from channels_redis import pubsub
+from channels_redis.utils import _wrap_close
+
+from .backlog import OVERFLOWED, Backlog
+from .events import MESSAGE_OVERHEAD_BYTES, relay_overflow
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BACKLOG_BYTES = 4 * 1024 * 1024
+READY_TIMEOUT_SECONDS = 2.0
+
+
+class LayerUnavailable(Exception):
+    """The channel layer did not carry a probe message back to this process."""
+
+
+async def round_trip(layer: Any, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+    """Send a probe through ``layer`` as a group message and wait until it comes back here.
+
+    This exercises the path every published message takes (for Redis: PUBLISH, the
+    pub/sub connection, the local fan-out), so a wedged subscription fails too.
+    """
+    channel = await layer.new_channel("readyz.")
+    group = f"wc-readyz.{uuid.uuid4().hex}"
+    try:
+        async with asyncio.timeout(timeout):
+            await layer.group_add(group, channel)
+            await layer.group_send(group, {"type": "readyz.probe"})
+            await layer.receive(channel)
+    except TimeoutError:
+        raise LayerUnavailable(f"the channel layer did not answer within {timeout:g} s") from None
+    except Exception as exc:
+        raise LayerUnavailable(f"the channel layer is unavailable ({type(exc).__name__})") from None
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await layer.group_discard(group, channel)
+        layer.forget_channel(channel)
+
+
+def _message_size(message: dict[str, Any]) -> int:
+    data = message.get("data")
+    return MESSAGE_OVERHEAD_BYTES + (len(data) if isinstance(data, (bytes, str)) else 0)
+
+
+class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
+    """The embedded, single-process layer.
+
+    Unlike channels' ``InMemoryChannelLayer`` it never drops a group message silently
+    (a full backlog becomes a ``relay.overflow`` event), never expires group membership
+    (so a subscriber does not go quiet after a day), and hands the same message dict to
+    every member instead of deep-copying it per member. Consumers must not mutate events.
+    """
+
+    extensions = ["groups", "flush"]
+
+    def __init__(self, max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_backlog_bytes = max_backlog_bytes
+        self._backlogs: dict[str, Backlog] = {}
+        self._groups: dict[str, dict[str, None]] = {}
+        self._memberships: dict[str, set[str]] = {}
+
+    def _backlog(self, channel: str) -> Backlog:
+        backlog = self._backlogs.get(channel)
+        if backlog is None:
+            backlog = self._backlogs[channel] = Backlog(self.max_backlog_bytes, _message_size)
+        return backlog
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        channel = f"{prefix}inmemory!{uuid.uuid4().hex}"
+        self._backlog(channel)
+        return channel
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        self._backlog(channel).put_nowait(message)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        self.require_valid_channel_name(channel)
+        backlog = self._backlog(channel)
+        try:
+            message = await backlog.get()
+        except asyncio.CancelledError:
+            # Channels cancels a consumer's receive only when the consumer ends.
+            self.forget_channel(channel)
+            raise
+        return relay_overflow(backlog.dropped) if message is OVERFLOWED else message  # type: ignore[return-value]
+
+    def forget_channel(self, channel: str) -> None:
+        """Drop a channel's backlog and memberships (its consumer is gone)."""
+        self._backlogs.pop(channel, None)
+        for group in self._memberships.pop(channel, ()):
+            self._discard(group, channel)
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._groups.setdefault(group, {})[channel] = None
+        self._memberships.setdefault(channel, set()).add(group)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._discard(group, channel)
+        self._memberships.get(channel, set()).discard(group)
+
+    def _discard(self, group: str, channel: str) -> None:
+        members = self._groups.get(group)
+        if members is not None:
+            members.pop(channel, None)
+            if not members:
+                del self._groups[group]
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_group_name(group)
+        for channel in self._groups.get(group, ()):
+            self._backlog(channel).put_nowait(message)
+
+    async def flush(self) -> None:
+        self._backlogs.clear()
+        self._groups.clear()
+        self._memberships.clear()
+
+    async def close(self) -> None:
+        pass
+
+
+class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[misc]
+    """channels-redis's pub/sub layer, with bounded backlogs and one Redis subscription per group.
+
+    A consumer's own (specific) channel is kept local: group messages arrive on the
+    group's subscription and are fanned out here, so subscribing each consumer's channel
+    in Redis too would double the subscriptions and make ``new_channel`` need Redis.
+    Direct ``send`` to another process's specific channel is therefore not supported.
+    """
+
+    def __init__(self, *args: Any, max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_backlog_bytes = max_backlog_bytes
+
+    def _get_layer(self) -> _RedisLoopLayer:
+        loop = asyncio.get_running_loop()
+        try:
+            return self._layers[loop]  # type: ignore[no-any-return]
+        except KeyError:
+            layer = _RedisLoopLayer(
+                *self._args, max_backlog_bytes=self._max_backlog_bytes, channel_layer=self, **self._kwargs
+            )
+            self._layers[loop] = layer
+            _wrap_close(self, loop)
+            return layer
+
+
+class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
+    def __init__(self, *args: Any, max_backlog_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_backlog_bytes = max_backlog_bytes
+        self._shards = [_RedisShard(shard.host, self) for shard in self._shards]
+
+    async def _subscribe_to_channel(self, channel: str) -> None:
+        self.channels[channel] = Backlog(self._max_backlog_bytes, lambda data: MESSAGE_OVERHEAD_BYTES + len(data))
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        if channel not in self.channels:
+            await self._subscribe_to_channel(channel)
+        backlog = self.channels[channel]
+        try:
+            data = await backlog.get()
+        except asyncio.CancelledError:
+            self.forget_channel(channel)
+            raise
+        if data is OVERFLOWED:
+            return relay_overflow(backlog.dropped)  # type: ignore[return-value]
+        return self.channel_layer.deserialize(data)  # type: ignore[no-any-return]
+
+    def forget_channel(self, channel: str) -> None:
+        """Drop a channel's backlog (its consumer is gone); group_discard leaves Redis groups."""
+        self.channels.pop(channel, None)
+
+
+class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
+    """A shard whose receive loop reports an outage once, not with a traceback a second."""
+
+    async def _do_receiving(self) -> None:
+        failing = False
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    if failing:
+                        logger.warning("Redis pub/sub connection restored")
+                        failing = False
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:
+                if not failing:
+                    logger.warning("Redis pub/sub connection lost (%s); retrying every second", exc)
+                    failing = True
+                await asyncio.sleep(1)

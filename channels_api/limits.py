@@ -1,0 +1,96 @@
+"""Request body limits, enforced while the body streams in, before Django buffers it."""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+from django.conf import settings
+
+from .config import CREATE_BODY_LIMIT
+from .problems import PROBLEM_CONTENT_TYPE, problem_body
+
+ASGIApp = Any
+_CREATE_PATH = "/webchannel/v1/channels"
+_CHANNEL_PATH = re.compile(r"/webchannel/v1/channels/.")
+OTHER_BODY_LIMIT = 16 * 1024
+
+
+def body_limit(method: str, path: str) -> int:
+    """The largest body accepted for a request: ``channel.max_message_size`` for a publish."""
+    if method == "POST" and _CHANNEL_PATH.match(path):
+        return settings.WEBCHANNEL.channel.max_message_size  # type: ignore[no-any-return]
+    if path == _CREATE_PATH:
+        return CREATE_BODY_LIMIT
+    return OTHER_BODY_LIMIT
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware: answer 413 as soon as a body is known to be too large.
+
+    A ``Content-Length`` over the limit is refused before any of the body is read; a
+    chunked body is counted as it arrives and refused once it passes the limit. Django
+    never sees either, so nothing is buffered beyond the limit.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = body_limit(scope["method"], scope["path"])
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            return await _too_large(send, limit)
+        received = 0
+        response_started = False
+
+        async def counted_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except BodyTooLarge:
+            if not response_started:
+                await _too_large(send, limit)
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = problem_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body must be at most {limit} bytes")
+    await send({
+        "type": "http.response.start",
+        "status": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        "headers": [
+            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})

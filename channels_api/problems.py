@@ -1,0 +1,89 @@
+"""The one mapping from errors to RFC 7807 ``application/problem+json`` responses."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
+
+from django.http import HttpRequest, HttpResponse
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An HTTP error a view raises; :func:`problem_response` turns it into the response."""
+
+    def __init__(
+        self,
+        status: HTTPStatus,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or status.phrase)
+        self.status = status
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+def problem_body(status: HTTPStatus, detail: str | None = None) -> bytes:
+    """The JSON document for ``status``: ``type``, ``title``, ``status`` and ``detail``."""
+    document: dict[str, object] = {"type": "about:blank", "title": status.phrase, "status": status.value}
+    if detail:
+        document["detail"] = detail
+    return json.dumps(document).encode()
+
+
+def problem_response(problem: Problem) -> HttpResponse:
+    """Render a :class:`Problem` for Django."""
+    response = HttpResponse(
+        problem_body(problem.status, problem.detail),
+        status=problem.status,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
+    for name, value in problem.headers.items():
+        response[name] = value
+    return response
+
+
+AsyncView = Callable[..., Awaitable[HttpResponse]]
+
+
+def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
+    """Wrap an async view: refuse other methods with 405 and render raised :class:`Problem`\\ s."""
+
+    def decorate(view: AsyncView) -> AsyncView:
+        allow = ", ".join(methods)
+
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+            try:
+                if request.method not in methods:
+                    raise Problem(HTTPStatus.METHOD_NOT_ALLOWED, f"use {allow}", headers={"Allow": allow})
+                return await view(request, *args, **kwargs)
+            except Problem as problem:
+                return problem_response(problem)
+
+        return wrapper
+
+    return decorate
+
+
+def _handler(status: HTTPStatus, detail: str) -> Callable[..., HttpResponse]:
+    def handler(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+        return problem_response(Problem(status, detail))
+
+    return handler
+
+
+# Django's error handlers (urls.py), so even unrouted paths answer in problem+json.
+bad_request = _handler(HTTPStatus.BAD_REQUEST, "the request could not be understood")
+permission_denied = _handler(HTTPStatus.FORBIDDEN, "access denied")
+not_found = _handler(HTTPStatus.NOT_FOUND, "no such resource")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's handler500."""
+    return problem_response(Problem(HTTPStatus.INTERNAL_SERVER_ERROR, "unexpected server error"))

@@ -1,0 +1,118 @@
+"""webchannel's Daphne: the stock server with three fixes, used by ``serve`` and ``runserver``.
+
+- Empty binary frames: Daphne drops ``websocket.send`` with ``bytes=b""``, but an empty
+  publish is still a message.
+- No 24-hour cut-off: ``websocket_timeout`` is disabled.
+- Graceful drain on SIGTERM/SIGINT: stop listening, close subscriber sockets with 1012
+  (service restart) spread over ``server.drain_window`` so clients do not all reconnect
+  at once, then stop. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet import reactor
+
+from .events import CloseCode
+
+logger = logging.getLogger(__name__)
+
+DRAIN_MARGIN_SECONDS = 1.0
+"""After the window, time left for close handshakes before the process stops anyway."""
+
+
+class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
+    """Daphne's protocol, except that an empty ``bytes`` payload still sends a frame."""
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        if (
+            message.get("type") == "websocket.send"
+            and message.get("bytes") == b""
+            and message.get("text") is None
+            and self.state == self.STATE_OPEN
+        ):
+            self.sendMessage(b"", isBinary=True)
+            return
+        super().handle_reply(message)
+
+
+class WebchannelServer(Server):  # type: ignore[misc]
+    """Daphne's ``Server`` with webchannel's WebSocket protocol and a graceful drain."""
+
+    def __init__(self, *args: Any, drain_window: float = 2.0, **kwargs: Any) -> None:
+        kwargs.setdefault("websocket_timeout", -1)
+        kwargs["signal_handlers"] = False
+        super().__init__(*args, **kwargs)
+        self.drain_window = drain_window
+        self.draining = False
+        self.ports: list[Any] = []
+        self.listen_failed = False
+
+    @property
+    def ws_factory(self) -> WebSocketFactory:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: WebSocketFactory) -> None:
+        # Server.run() builds the factory itself; this is where its protocol is chosen.
+        factory.protocol = WebchannelWebSocketProtocol
+        self._ws_factory = factory
+
+    def run(self) -> None:
+        # runserver's autoreloader runs the server in a thread, where signals cannot be handled.
+        if threading.current_thread() is threading.main_thread():
+            loop = reactor._asyncioEventloop
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self.on_stop_signal, signum)
+        super().run()
+
+    def listen_success(self, port: Any) -> None:
+        self.ports.append(port)
+        super().listen_success(port)
+
+    def listen_error(self, failure: Any) -> None:
+        self.listen_failed = True
+        super().listen_error(failure)
+
+    def on_stop_signal(self, signum: int) -> None:
+        if self.draining:
+            logger.warning("second %s: stopping now", signal.Signals(signum).name)
+            self.stop()
+            return
+        self.draining = True
+        logger.info("%s: draining (window %.1fs)", signal.Signals(signum).name, self.drain_window)
+        self.drain()
+
+    def drain(self) -> None:
+        """Stop accepting, close every subscriber over the window, then stop the reactor."""
+        for port in self.ports:
+            port.stopListening()
+        sockets = [p for p in self.connections if isinstance(p, WebSocketProtocol)]
+        step = self.drain_window / len(sockets) if sockets else 0.0
+        for i, protocol in enumerate(sockets):
+            reactor.callLater(i * step, _close_for_restart, protocol)
+        self._stop_when_closed(sockets, time.monotonic() + self.drain_window + DRAIN_MARGIN_SECONDS)
+
+    def _stop_when_closed(self, sockets: list[WebSocketProtocol], deadline: float) -> None:
+        open_ = [p for p in sockets if p.state != WebSocketProtocol.STATE_CLOSED]
+        if not open_ or time.monotonic() >= deadline:
+            logger.info("drained; %d sockets still open at stop", len(open_))
+            self.stop()
+            return
+        reactor.callLater(0.05, self._stop_when_closed, open_, deadline)
+
+
+def _close_for_restart(protocol: WebSocketProtocol) -> None:
+    if protocol.state == WebSocketProtocol.STATE_OPEN:
+        # sendCloseFrame, unlike sendClose, may send the standard 1012 (Autobahn limits
+        # applications to 1000 and 3000-4999).
+        protocol.sendCloseFrame(code=int(CloseCode.SERVICE_RESTART), reasonUtf8=b"server restarting")
+    elif protocol.state == WebSocketProtocol.STATE_CONNECTING:
+        protocol.dropConnection(abort=True)

@@ -1,0 +1,13 @@
+"""HTTP routes under /webchannel/v1, plus operations endpoints."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("webchannel/v1/channels", views.create_channel, name="create_channel"),
+    path("webchannel/v1/channels/<path:channel_id>", views.publish, name="publish"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics_view, name="metrics"),
+]

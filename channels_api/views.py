@@ -1,0 +1,181 @@
+"""HTTP endpoints: create a channel, publish to it, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from datetime import UTC, datetime
+from http import HTTPStatus
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from . import metrics
+from .auth import (
+    InvalidToken,
+    WrongChannel,
+    api_key_matches,
+    bearer_token,
+    credentials_match,
+    issue_token,
+    verify_token,
+)
+from .config import Config
+from .events import relay_message
+from .layers import LayerUnavailable, round_trip
+from .names import InvalidChannelId, generate_channel_id, group_name, validate_channel_id
+from .problems import Problem, api_view
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 2.0
+"""A publish the channel layer has not taken by then answers 503 instead of hanging."""
+
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="webchannel"'}
+_API_KEY_CHALLENGE = {"WWW-Authenticate": 'ApiKey realm="webchannel", header="x-api-key"'}
+
+
+def _config() -> Config:
+    return settings.WEBCHANNEL  # type: ignore[no-any-return]
+
+
+def _require_api_key(request: HttpRequest) -> None:
+    if not api_key_matches(request.headers.get("x-api-key"), _config().channel.api_keys):
+        raise Problem(HTTPStatus.UNAUTHORIZED, "a valid x-api-key header is required", headers=_API_KEY_CHALLENGE)
+
+
+def _requested_channel_id(body: bytes) -> str:
+    """The id asked for in a create body (empty, ``{}`` or ``{"channelId": "..."}``), or a new one."""
+    if not body.strip():
+        return generate_channel_id()
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Problem(HTTPStatus.BAD_REQUEST, "body must be empty or a JSON object") from None
+    if not isinstance(document, dict):
+        raise Problem(HTTPStatus.BAD_REQUEST, "body must be empty or a JSON object")
+    unknown = sorted(set(document) - {"channelId"})
+    if unknown:
+        raise Problem(HTTPStatus.BAD_REQUEST, f"unknown field {unknown[0]!r}; only channelId is accepted")
+    if "channelId" not in document:
+        return generate_channel_id()
+    channel_id = document["channelId"]
+    if not isinstance(channel_id, str):
+        raise Problem(HTTPStatus.BAD_REQUEST, "channelId must be a string")
+    try:
+        return validate_channel_id(channel_id)
+    except InvalidChannelId as exc:
+        raise Problem(HTTPStatus.BAD_REQUEST, str(exc)) from None
+
+
+@api_view("POST")
+async def create_channel(request: HttpRequest) -> HttpResponse:
+    """Issue a token for a new (or the requested) channel id."""
+    _require_api_key(request)
+    channel_id = _requested_channel_id(request.body)
+    config = _config()
+    issued = issue_token(channel_id, config.secret_keys[0], config.channel.ttl)
+    metrics.channels_created.inc()
+    expires_at = datetime.fromtimestamp(issued.expires_at, UTC).isoformat().replace("+00:00", "Z")
+    return JsonResponse({"channelId": channel_id, "token": issued.token, "expiresAt": expires_at})
+
+
+def _path_channel_id(channel_id: str) -> str:
+    try:
+        return validate_channel_id(channel_id)
+    except InvalidChannelId as exc:
+        raise Problem(HTTPStatus.BAD_REQUEST, str(exc)) from None
+
+
+def _require_publisher(request: HttpRequest, channel_id: str) -> None:
+    """Accept a valid API key, or a Bearer token for this very channel."""
+    config = _config()
+    if api_key_matches(request.headers.get("x-api-key"), config.channel.api_keys):
+        return
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise Problem(
+            HTTPStatus.UNAUTHORIZED, "an Authorization: Bearer token or x-api-key is required",
+            headers=_BEARER_CHALLENGE,
+        )
+    try:
+        verify_token(token, channel_id, config.secret_keys)
+    except WrongChannel as exc:
+        raise Problem(HTTPStatus.FORBIDDEN, str(exc)) from None
+    except InvalidToken as exc:
+        raise Problem(HTTPStatus.UNAUTHORIZED, str(exc), headers=_BEARER_CHALLENGE) from None
+
+
+@api_view("POST")
+async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
+    """Relay the request body, unchanged, to every subscriber of the channel."""
+    channel_id = _path_channel_id(channel_id)
+    _require_publisher(request, channel_id)
+    body = request.body
+    try:
+        await asyncio.wait_for(
+            get_channel_layer().group_send(group_name(channel_id), relay_message(body)),
+            PUBLISH_TIMEOUT_SECONDS,
+        )
+    except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean 503
+        logger.warning("publish failed: channel layer unavailable (%s)", type(exc).__name__)
+        raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the channel layer is unavailable; retry later") from None
+    metrics.messages_published.inc()
+    metrics.messages_published_bytes.inc(len(body))
+    return HttpResponse(status=HTTPStatus.NO_CONTENT)
+
+
+@api_view("GET", "HEAD")
+async def healthz(request: HttpRequest) -> HttpResponse:
+    """The process is alive."""
+    return HttpResponse("OK", content_type="text/plain")
+
+
+@api_view("GET", "HEAD")
+async def readyz(request: HttpRequest) -> HttpResponse:
+    """A message published through the channel layer came back to this process."""
+    try:
+        await round_trip(get_channel_layer())
+    except LayerUnavailable as exc:
+        raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
+    return HttpResponse("OK", content_type="text/plain")
+
+
+def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def _require_metrics_auth(request: HttpRequest) -> None:
+    config = _config().metrics
+    if not config.auth_enabled:
+        return
+    assert config.auth_username is not None and config.auth_password is not None
+    user, password = _basic_credentials(request.headers.get("authorization")) or ("", "")
+    # Both comparisons always run, so timing tells nothing about which part was wrong.
+    user_ok = credentials_match(user, config.auth_username)
+    password_ok = credentials_match(password, config.auth_password)
+    if not (user_ok and password_ok):
+        raise Problem(
+            HTTPStatus.UNAUTHORIZED, "metrics require HTTP Basic authentication",
+            headers={"WWW-Authenticate": 'Basic realm="webchannel metrics", charset="UTF-8"'},
+        )
+
+
+@api_view("GET")
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus text exposition of this process's metrics."""
+    _require_metrics_auth(request)
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+

@@ -1,0 +1,25 @@
+"""ASGI entry point: HTTP through Django (behind the body-limit guard), WebSocket to the consumer.
+
+Any ASGI server can serve ``webchannel_project.asgi:application``; configuration comes
+from ``WC_CONFIG_FILE`` and ``WC_*`` variables. ``manage.py serve`` is the supported way
+under Daphne (it adds empty-frame delivery and a graceful drain).
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchannel_project.settings")
+django_application = get_asgi_application()  # sets Django up before the imports below
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from channels_api.limits import BodyLimitMiddleware  # noqa: E402
+from channels_api.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": BodyLimitMiddleware(django_application),
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

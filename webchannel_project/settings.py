@@ -1,0 +1,82 @@
+"""Django settings: webchannel's configuration, read once by ``load_config``, mapped to Django.
+
+Nothing here is meant to be edited per deployment: use a TOML file (``-c`` or
+``WC_CONFIG_FILE``) and ``WC_*`` variables, documented in the README.
+"""
+
+import os
+import secrets
+import sys
+
+from channels_api.config import CREATE_BODY_LIMIT, Config, ConfigError, load_config
+from channels_api.logs import logging_settings
+
+try:
+    WEBCHANNEL: Config = load_config(None, os.environ)
+except ConfigError as exc:
+    # One line and status 2, without a traceback, wherever the settings are loaded.
+    sys.stderr.write(f"webchannel: configuration error: {exc}\n")
+    raise SystemExit(2) from None
+
+# Django signs nothing that must outlive the process (no sessions, no CSRF cookies).
+SECRET_KEY = secrets.token_urlsafe(50)
+DEBUG = False
+ALLOWED_HOSTS = list(WEBCHANNEL.server.allowed_hosts)
+
+INSTALLED_APPS = [
+    "channels_api",  # first, so its runserver (with webchannel's server fixes) wins
+    "daphne",
+    "channels",
+    "corsheaders",
+    "django_prometheus",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "webchannel_project.urls"
+ASGI_APPLICATION = "webchannel_project.asgi.application"
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+TIME_ZONE = "UTC"
+USE_I18N = False
+
+# Limits are enforced on the raw stream by channels_api.limits; Django's own would answer 400.
+DATA_UPLOAD_MAX_MEMORY_SIZE = None
+FILE_UPLOAD_MAX_MEMORY_SIZE = max(WEBCHANNEL.channel.max_message_size, CREATE_BODY_LIMIT) + 1
+
+if WEBCHANNEL.redis.url:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_api.layers.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": WEBCHANNEL.redis.url, "socket_connect_timeout": 2}],
+                "max_backlog_bytes": WEBCHANNEL.server.max_backlog_bytes,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_api.layers.InMemoryChannelLayer",
+            "CONFIG": {"max_backlog_bytes": WEBCHANNEL.server.max_backlog_bytes},
+        }
+    }
+
+CORS_ALLOWED_ORIGINS = list(WEBCHANNEL.server.cors_origins)
+CORS_ALLOW_ALL_ORIGINS = WEBCHANNEL.server.cors_allow_any_origin
+CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+CORS_ALLOW_HEADERS = ["authorization", "content-type", "x-api-key"]
+CORS_PREFLIGHT_MAX_AGE = 600
+
+# The API serves no HTML pages and sets no cookies: framing (security.W002) and CSRF
+# (security.W003) do not apply. TLS and HSTS belong to the proxy in front (README).
+SILENCED_SYSTEM_CHECKS = ["security.W002", "security.W003"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "no-referrer"
+
+LOGGING = logging_settings(WEBCHANNEL.log)
