@@ -16,10 +16,10 @@ class ChannelsApiConfig(AppConfig):
     verbose_name = "webchannel"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
-
         # A short secret is reported once by check channels_api.W001, not on every token.
         import jwt
+
+        from . import checks  # noqa: F401  (registers the system checks)
 
         warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
         config = settings.WEBCHANNEL

@@ -15,8 +15,11 @@ def check_secret_length(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     """HS256 wants a key at least as long as its hash (RFC 7518 §3.2)."""
     config = settings.WEBCHANNEL
     short = [
-        name for name, key in (("channel.secret_key", config.channel.secret_key),
-                               *(("channel.previous_secret_keys", k) for k in config.channel.previous_secret_keys))
+        name
+        for name, key in (
+            ("channel.secret_key", config.channel.secret_key),
+            *(("channel.previous_secret_keys", k) for k in config.channel.previous_secret_keys),
+        )
         if key is not None and len(key.encode()) < MIN_SECRET_BYTES
     ]
     return [

@@ -93,9 +93,7 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(
-            "expected an IP address host (127.0.0.1, 0.0.0.0, [::1], [::]), e.g. 127.0.0.1:8080"
-        ) from None
+        raise ValueError("expected an IP address host (127.0.0.1, 0.0.0.0, [::1], [::]), e.g. 127.0.0.1:8080") from None
     if address.version != family:
         raise ValueError("expected an IPv6 host in brackets, e.g. [::1]:8080")
     return str(address), int(port_text)
@@ -116,7 +114,7 @@ def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
 
 def _hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
     if not hosts or any(not host.strip() for host in hosts):
-        raise ValueError("expected a non-empty list of host names (\"*\" allows any)")
+        raise ValueError('expected a non-empty list of host names ("*" allows any)')
     return hosts
 
 
@@ -134,22 +132,19 @@ class ServerConfig:
     """``[server]``: the listening socket, HTTP policy and WebSocket housekeeping."""
 
     listen_address: str = setting(
-        "127.0.0.1:8080", "Address `manage.py serve` listens on: HOST:PORT, IPv6 as [::1]:8080.",
+        "127.0.0.1:8080",
+        "Address `manage.py serve` listens on: HOST:PORT, IPv6 as [::1]:8080.",
         check=_listen_address,
     )
     allowed_hosts: tuple[str, ...] = setting(
-        ("*",), "Django ALLOWED_HOSTS: Host header values accepted (\"*\" = any).", check=_hosts
+        ("*",), 'Django ALLOWED_HOSTS: Host header values accepted ("*" = any).', check=_hosts
     )
     cors_origins: tuple[str, ...] = setting(
         (), "Origins allowed to call the HTTP API from a browser (CORS).", check=_origins
     )
     cors_allow_any_origin: bool = setting(False, "Allow any origin (CORS); overrides cors_origins.")
-    ping_interval: float = setting(
-        20.0, "Seconds between keepalive pings to each subscriber.", check=_positive
-    )
-    ping_timeout: float = setting(
-        30.0, "Seconds to wait for a pong before dropping a subscriber.", check=_positive
-    )
+    ping_interval: float = setting(20.0, "Seconds between keepalive pings to each subscriber.", check=_positive)
+    ping_timeout: float = setting(30.0, "Seconds to wait for a pong before dropping a subscriber.", check=_positive)
     max_backlog_bytes: int = setting(
         4 * 1024 * 1024,
         "Bytes of messages that may wait for one subscriber; past it the subscriber is closed "
@@ -169,21 +164,24 @@ class ChannelConfig:
     """``[channel]``: tokens, API keys and message limits."""
 
     secret_key: str | None = setting(
-        None, "HS256 secret for channel tokens. Unset: random per process (tokens die with it).",
+        None,
+        "HS256 secret for channel tokens. Unset: random per process (tokens die with it).",
         secret=True,
     )
     previous_secret_keys: tuple[str, ...] = setting(
-        (), "Former secrets: tokens signed with them still verify (key rotation).",
-        check=_secret_keys, secret=True,
+        (),
+        "Former secrets: tokens signed with them still verify (key rotation).",
+        check=_secret_keys,
+        secret=True,
     )
     api_keys: tuple[str, ...] = setting(
-        (), "API keys for creating channels and publishing. Unset: one is generated and logged.",
-        check=_api_keys, secret=True,
+        (),
+        "API keys for creating channels and publishing. Unset: one is generated and logged.",
+        check=_api_keys,
+        secret=True,
     )
     ttl: int = setting(3600, "Token lifetime in seconds.", check=_positive)
-    max_message_size: int = setting(
-        524288, "Largest published message in bytes; larger gets 413.", check=_positive
-    )
+    max_message_size: int = setting(524288, "Largest published message in bytes; larger gets 413.", check=_positive)
 
 
 @dataclass(frozen=True)
@@ -191,8 +189,10 @@ class RedisConfig:
     """``[redis]``: unset means the in-process channel layer (one process)."""
 
     url: str | None = setting(
-        None, "Redis URL; set it to share channels between processes (Redis pub/sub).",
-        check=_redis_url, secret=True,
+        None,
+        "Redis URL; set it to share channels between processes (Redis pub/sub).",
+        check=_redis_url,
+        secret=True,
     )
 
 
@@ -269,8 +269,15 @@ def keys() -> list[Key]:
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
             result.append(
-                Key(section, f.name, hints[f.name], default, f.metadata["help"],
-                    f.metadata["check"], f.metadata["secret"])
+                Key(
+                    section,
+                    f.name,
+                    hints[f.name],
+                    default,
+                    f.metadata["help"],
+                    f.metadata["check"],
+                    f.metadata["secret"],
+                )
             )
     return result
 
@@ -283,8 +290,12 @@ _FALSE = {"false", "0", "no", "off"}
 
 def _describe(kind: Any) -> str:
     return {
-        str: "a string", int: "an integer", float: "a number", bool: "true or false",
-        tuple[str, ...]: "a list of strings", str | None: "a string",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        tuple[str, ...]: "a list of strings",
+        str | None: "a string",
     }[kind]
 
 
@@ -361,9 +372,7 @@ def _file_values(path: str, by_name: Mapping[str, Key]) -> dict[str, Any]:
     values = {}
     for section, table in _read_file(path).items():
         if section not in SECTIONS:
-            raise ConfigError(
-                f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})"
-            )
+            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section}: expected a [{section}] table")
         for name, raw in table.items():
@@ -387,8 +396,16 @@ def _env_values(environ_: Mapping[str, str], by_name: Mapping[str, Key]) -> dict
     return values
 
 
-_LEVELS = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING",
-           "warning": "WARNING", "error": "ERROR", "critical": "CRITICAL", "off": "CRITICAL"}
+_LEVELS = {
+    "trace": "DEBUG",
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+    "critical": "CRITICAL",
+    "off": "CRITICAL",
+}
 _LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
@@ -451,9 +468,7 @@ def _check_together(config: Config) -> None:
         )
     metrics = config.metrics
     if metrics.auth_enabled and not (metrics.auth_username and metrics.auth_password):
-        raise ConfigError(
-            f"{where}: metrics.auth_enabled needs metrics.auth_username and metrics.auth_password"
-        )
+        raise ConfigError(f"{where}: metrics.auth_enabled needs metrics.auth_username and metrics.auth_password")
 
 
 def _fill_secrets(config: Config) -> Config:

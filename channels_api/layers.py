@@ -31,7 +31,7 @@ class LayerUnavailable(Exception):
     """The channel layer did not carry a probe message back to this process."""
 
 
-async def round_trip(layer: Any, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+async def round_trip(layer: Any, within: float = READY_TIMEOUT_SECONDS) -> None:
     """Send a probe through ``layer`` as a group message and wait until it comes back here.
 
     This exercises the path every published message takes (for Redis: PUBLISH, the
@@ -40,17 +40,17 @@ async def round_trip(layer: Any, timeout: float = READY_TIMEOUT_SECONDS) -> None
     channel = await layer.new_channel("readyz.")
     group = f"wc-readyz.{uuid.uuid4().hex}"
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             await layer.group_add(group, channel)
             await layer.group_send(group, {"type": "readyz.probe"})
             await layer.receive(channel)
     except TimeoutError:
-        raise LayerUnavailable(f"the channel layer did not answer within {timeout:g} s") from None
+        raise LayerUnavailable(f"the channel layer did not answer within {within:g} s") from None
     except Exception as exc:
         raise LayerUnavailable(f"the channel layer is unavailable ({type(exc).__name__})") from None
     finally:
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 await layer.group_discard(group, channel)
         layer.forget_channel(channel)
 

@@ -84,13 +84,15 @@ def _content_length(scope: dict[str, Any]) -> int | None:
 
 async def _too_large(send: Any, limit: int) -> None:
     body = problem_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body must be at most {limit} bytes")
-    await send({
-        "type": "http.response.start",
-        "status": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-        "headers": [
-            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -47,8 +47,13 @@ def log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
     client = details.get("client") or "-"
     if protocol == "http" and action == "complete":
         access_logger.info(
-            '%s "%s %s" %s %s %.1fms', client, details.get("method"), path, details.get("status"),
-            details.get("size"), (details.get("time_taken") or 0) * 1000,
+            '%s "%s %s" %s %s %.1fms',
+            client,
+            details.get("method"),
+            path,
+            details.get("status"),
+            details.get("size"),
+            (details.get("time_taken") or 0) * 1000,
         )
     elif protocol == "websocket" and action != "connecting":
         access_logger.info('%s "WS %s" %s', client, path, action)

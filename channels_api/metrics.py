@@ -5,12 +5,8 @@ from prometheus_client import Counter, Gauge, disable_created_metrics
 # The *_created series double the scrape for no use here.
 disable_created_metrics()
 
-messages_published = Counter(
-    "webchannel_messages_published", "Messages accepted by POST /webchannel/v1/channels/{id}."
-)
-messages_published_bytes = Counter(
-    "webchannel_messages_published_bytes", "Payload bytes of accepted messages."
-)
+messages_published = Counter("webchannel_messages_published", "Messages accepted by POST /webchannel/v1/channels/{id}.")
+messages_published_bytes = Counter("webchannel_messages_published_bytes", "Payload bytes of accepted messages.")
 messages_sent = Counter("webchannel_messages_sent", "Frames written to subscriber sockets.")
 messages_sent_bytes = Counter("webchannel_messages_sent_bytes", "Payload bytes written to subscribers.")
 message_send_errors = Counter(
@@ -22,9 +18,7 @@ websocket_messages_received = Counter(
     "webchannel_websocket_messages_received", "Data frames received from subscribers (each closes the socket)."
 )
 channels_created = Counter("webchannel_channels_created", "Tokens issued by POST /webchannel/v1/channels.")
-websocket_refused = Counter(
-    "webchannel_websocket_refused", "Subscribe handshakes refused, by reason.", ["reason"]
-)
+websocket_refused = Counter("webchannel_websocket_refused", "Subscribe handshakes refused, by reason.", ["reason"])
 websocket_closed = Counter(
     "webchannel_websocket_closed", "Subscriber sockets closed by the server, by close code.", ["code"]
 )

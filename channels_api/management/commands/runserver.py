@@ -11,6 +11,8 @@ class Command(DaphneRunserverCommand):  # type: ignore[misc]
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         super().add_arguments(parser)
         parser.add_argument(
-            "-c", "--config-file", metavar="PATH",
+            "-c",
+            "--config-file",
+            metavar="PATH",
             help="TOML configuration file (read by manage.py before the settings; same as WC_CONFIG_FILE).",
         )

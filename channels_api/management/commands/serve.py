@@ -22,7 +22,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "-c", "--config-file", metavar="PATH",
+            "-c",
+            "--config-file",
+            metavar="PATH",
             help="TOML configuration file (read by manage.py before the settings; same as WC_CONFIG_FILE).",
         )
 

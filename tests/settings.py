@@ -1,0 +1,12 @@
+"""Settings for the in-process tests: a known configuration, nothing from the shell's WC_* variables."""
+
+import os
+
+from tests.harness import API_KEY, SECRET_KEY
+
+for _name in [n for n in os.environ if n.startswith("WC_")]:
+    del os.environ[_name]
+os.environ["WC_CHANNEL__SECRET_KEY"] = SECRET_KEY
+os.environ["WC_CHANNEL__API_KEYS"] = API_KEY
+
+from webchannel_project.settings import *  # noqa: E402, F403
