@@ -266,8 +266,9 @@ def keys() -> list[Key]:
     result = []
     for section, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
+        defaults = cls()
         for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            default = getattr(defaults, f.name)
             result.append(
                 Key(
                     section,

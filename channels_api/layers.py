@@ -175,7 +175,7 @@ class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
     def __init__(self, *args: Any, max_backlog_bytes: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_backlog_bytes = max_backlog_bytes
-        self._shards = [_RedisShard(shard.host, self) for shard in self._shards]
+        self._shards: list[_RedisShard] = [_RedisShard(shard.host, self) for shard in self._shards]
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         self.channels[channel] = Backlog(self._max_backlog_bytes, lambda data: MESSAGE_OVERHEAD_BYTES + len(data))

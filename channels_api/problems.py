@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from http import HTTPStatus
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
@@ -48,7 +49,7 @@ def problem_response(problem: Problem) -> HttpResponse:
     return response
 
 
-AsyncView = Callable[..., Awaitable[HttpResponse]]
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponse]]
 
 
 def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:

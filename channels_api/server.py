@@ -18,11 +18,12 @@ from typing import Any
 
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 
 from .events import CloseCode
 
 logger = logging.getLogger(__name__)
+reactor: Any = _reactor  # the installed asyncio reactor; its interfaces are not typed as an object
 
 DRAIN_MARGIN_SECONDS = 1.0
 """After the window, time left for close handshakes before the process stops anyway."""
