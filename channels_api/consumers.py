@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,6 +18,9 @@ from .events import CloseCode, RelayMessage, RelayOverflow
 from .names import InvalidChannelId, group_name, validate_channel_id
 
 logger = logging.getLogger(__name__)
+
+SUBSCRIBE_TIMEOUT_SECONDS = 2.0
+"""Joining the channel's group must not hang a handshake when Redis does not answer."""
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
@@ -56,8 +60,9 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         group = group_name(channel_id)
         try:
-            await self.channel_layer.group_add(group, self.channel_name)
-        except Exception as exc:  # the layer's own errors (Redis down): tell the client to retry
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as exc:  # the layer's own errors (Redis down, wedged): tell the client to retry
             logger.warning("subscribe failed: channel layer unavailable (%s)", type(exc).__name__)
             await self.accept()
             await self._close(CloseCode.TRY_AGAIN_LATER)

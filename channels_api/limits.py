@@ -26,16 +26,13 @@ def body_limit(method: str, path: str) -> int:
     return OTHER_BODY_LIMIT
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """ASGI middleware: answer 413 as soon as a body is known to be too large.
 
     A ``Content-Length`` over the limit is refused before any of the body is read; a
-    chunked body is counted as it arrives and refused once it passes the limit. Django
-    never sees either, so nothing is buffered beyond the limit.
+    chunked body is counted as it arrives and, once past the limit, the application is
+    told the client went away (so Django cleans up) and 413 is sent instead. Nothing is
+    buffered beyond the limit.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -49,27 +46,23 @@ class BodyLimitMiddleware:
         if declared is not None and declared > limit:
             return await _too_large(send, limit)
         received = 0
-        response_started = False
+        too_large = False
 
         async def counted_receive() -> dict[str, Any]:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracked_send(message: dict[str, Any]) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            if not response_started:
-                await _too_large(send, limit)
+        await self.app(scope, counted_receive, send)
+        if too_large:
+            await _too_large(send, limit)
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:

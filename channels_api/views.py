@@ -54,9 +54,10 @@ def _requested_channel_id(body: bytes) -> str:
     if not body.strip():
         return generate_channel_id()
     try:
-        document = json.loads(body)
+        # JSON between systems is UTF-8 (RFC 8259); json.loads would also guess UTF-16/32.
+        document = json.loads(body.decode("utf-8"))
     except (ValueError, RecursionError):
-        raise Problem(HTTPStatus.BAD_REQUEST, "body must be empty or a JSON object") from None
+        raise Problem(HTTPStatus.BAD_REQUEST, "body must be empty or a UTF-8 JSON object") from None
     if not isinstance(document, dict):
         raise Problem(HTTPStatus.BAD_REQUEST, "body must be empty or a JSON object")
     unknown = sorted(set(document) - {"channelId"})

@@ -1,0 +1,164 @@
+"""Helpers for the in-process tests: tokens, paths, problem checks, subscribers, channel-layer settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import jwt
+from channels.testing import HttpCommunicator, WebsocketCommunicator
+from prometheus_client import REGISTRY
+
+from tests.harness import API_KEY, SECRET_KEY, free_port, timeout
+from webchannel_project.asgi import application
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+CREATE_PATH = "/webchannel/v1/channels"
+API_KEY_HEADERS = {"x-api-key": API_KEY}
+
+
+def channel_path(channel_id: str) -> str:
+    """The URL path of a channel, its id percent-encoded as a client would send it."""
+    return f"{CREATE_PATH}/{quote(channel_id, safe='')}"
+
+
+def make_token(
+    channel_id: str,
+    *,
+    secret: str = SECRET_KEY,
+    ttl: int = 60,
+    issued_at: int | None = None,
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
+    """A JWT with ``cid``, ``iat`` and ``exp`` (``iat`` + ``ttl``), signed as asked."""
+    iat = int(time.time()) if issued_at is None else issued_at
+    payload = {"cid": channel_id, "iat": iat, "exp": iat + ttl, **claims}
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def assert_problem_document(status: int, content_type: str | None, body: bytes, expected: int) -> dict[str, Any]:
+    assert status == expected, f"expected {expected}, got {status}: {body[:300]!r}"
+    assert content_type is not None
+    assert content_type.split(";")[0].strip() == PROBLEM_CONTENT_TYPE, content_type
+    document = json.loads(body)
+    assert isinstance(document, dict)
+    assert isinstance(document.get("title"), str), document
+    assert document["title"], document
+    assert document.get("status") == expected, document
+    return document
+
+
+def assert_problem(response: Any, expected: int) -> dict[str, Any]:
+    """``response`` (Django test client) is an RFC 7807 problem with status ``expected``."""
+    return assert_problem_document(
+        response.status_code, response.headers.get("content-type"), response.content, expected
+    )
+
+
+class AsgiResponse:
+    """A response read from the ASGI application: status, headers (lower-cased names) and body."""
+
+    def __init__(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.header_list = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in headers]
+        self.headers = dict(self.header_list)
+        self.body = body
+
+    def assert_problem(self, expected: int) -> dict[str, Any]:
+        return assert_problem_document(self.status, self.headers.get("content-type"), self.body, expected)
+
+
+def asgi_headers(headers: Mapping[str, str] | None, body: bytes | None, content_length: bool = True) -> list:
+    result = [(b"host", b"testserver")]
+    result += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (headers or {}).items()]
+    if content_length and body is not None:
+        result.append((b"content-length", str(len(body)).encode()))
+    return result
+
+
+async def asgi_request(
+    method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
+) -> AsgiResponse:
+    """One request through the full ASGI application (body-limit middleware included)."""
+    communicator = HttpCommunicator(application, method, path, body=body, headers=asgi_headers(headers, body))
+    try:
+        response = await communicator.get_response(timeout=timeout(5))
+        await communicator.wait(timeout(5))
+    finally:
+        communicator.stop(exceptions=False)
+    return AsgiResponse(response["status"], response["headers"], response["body"])
+
+
+@contextlib.asynccontextmanager
+async def subscriber(
+    channel_id: str, token: str | None = None, *, headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[WebsocketCommunicator]:
+    """A connected WebSocket subscriber of ``channel_id`` (token in ``access_token``), disconnected after."""
+    token = make_token(channel_id) if token is None and headers is None else token
+    path = channel_path(channel_id) + (f"?access_token={token}" if token else "")
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    try:
+        connected, _ = await communicator.connect(timeout(5))
+        assert connected, f"subscribe to {channel_id!r} was refused"
+        yield communicator
+    finally:
+        await communicator.disconnect(timeout=timeout(5))
+
+
+async def receive_frame(communicator: WebsocketCommunicator) -> bytes:
+    """The next frame, which must be binary; returns its bytes."""
+    message = await communicator.receive_output(timeout(5))
+    assert message["type"] == "websocket.send", message
+    assert "text" not in message or message["text"] is None, f"expected a binary frame, got {message!r}"
+    assert isinstance(message.get("bytes"), bytes), message
+    return message["bytes"]
+
+
+def sample(name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The current value of a Prometheus sample in this process (0 when absent)."""
+    value = REGISTRY.get_sample_value(name, dict(labels or {}))
+    return 0.0 if value is None else value
+
+
+def closed_port_redis_url() -> str:
+    """A Redis URL on a loopback port where nothing listens."""
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+def redis_layers(url: str, **config: Any) -> dict[str, Any]:
+    """``CHANNEL_LAYERS`` for webchannel's Redis pub/sub layer at ``url``."""
+    return {
+        "default": {
+            "BACKEND": "channels_api.layers.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": url, "socket_connect_timeout": 2}], **config},
+        }
+    }
+
+
+def in_memory_layers(max_backlog_bytes: int) -> dict[str, Any]:
+    return {
+        "default": {
+            "BACKEND": "channels_api.layers.InMemoryChannelLayer",
+            "CONFIG": {"max_backlog_bytes": max_backlog_bytes},
+        }
+    }
+
+
+async def wait_until(condition: Callable[[], object], seconds: float, what: str) -> None:
+    """Yield to the event loop until ``condition()`` is truthy; fail after ``timeout(seconds)``."""
+    try:
+        async with asyncio.timeout(timeout(seconds)):
+            while not condition():
+                await asyncio.sleep(0.001)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
