@@ -129,7 +129,9 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the channel layer is unavailable; retry later") from None
     metrics.messages_published.inc()
     metrics.messages_published_bytes.inc(len(body))
-    return HttpResponse(status=HTTPStatus.NO_CONTENT)
+    response = HttpResponse(status=HTTPStatus.NO_CONTENT)
+    del response["Content-Type"]  # there is no content
+    return response
 
 
 @api_view("GET", "HEAD")

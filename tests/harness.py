@@ -54,8 +54,10 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any WC_* variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WC_")}
+    """This process's environment without any WC_* variable or test settings module, plus ``extra``."""
+    # pytest-django exports DJANGO_SETTINGS_MODULE=tests.settings, which would replace the
+    # server's configuration with the in-process tests' one.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WC_") and k != "DJANGO_SETTINGS_MODULE"}
     env.update(extra)
     return env
 

@@ -1,0 +1,310 @@
+"""Helpers for the API end-to-end tests (tests/e2e/test_api_*.py).
+
+Real ``manage.py serve`` processes, real clients over loopback: ``httpx`` for HTTP,
+``websockets`` (asyncio) for subscribers, and a small raw-socket WebSocket client for what
+a library client hides (ping frames, a peer that never answers them). Every wait is bounded
+by :func:`tests.harness.timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import jwt
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests import harness
+from tests.harness import API_KEY, SECRET_KEY, ServerProcess, timeout
+
+T = TypeVar("T")
+
+CHANNELS = "/webchannel/v1/channels"
+PROBLEM_JSON = "application/problem+json"
+
+# --- HTTP ------------------------------------------------------------------------------------
+
+
+def channel_url(base_url: str, channel_id: str) -> str:
+    """The publish (or, with ws://, subscribe) URL of ``channel_id``, percent-encoded."""
+    return f"{base_url}{CHANNELS}/{quote(channel_id, safe='')}"
+
+
+def ws_url(server: ServerProcess, channel_id: str, token: str | None = None) -> str:
+    url = channel_url(server.ws_url, channel_id)
+    if token is not None:
+        url += f"?access_token={quote(token, safe='')}"
+    return url
+
+
+def create_channel(server: ServerProcess, channel_id: str | None = None) -> tuple[str, str]:
+    """Create a channel over HTTP with the API key; return ``(channelId, token)``."""
+    body = {} if channel_id is None else {"channelId": channel_id}
+    response = httpx.post(f"{server.url}{CHANNELS}", headers={"x-api-key": API_KEY}, json=body, timeout=timeout(10))
+    assert response.status_code == 200, response.text
+    document = response.json()
+    return document["channelId"], document["token"]
+
+
+def http_client(**kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=timeout(10), **kwargs)
+
+
+async def publish(
+    client: httpx.AsyncClient,
+    server: ServerProcess,
+    channel_id: str,
+    data: bytes,
+    token: str,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST ``data`` to the channel with its token."""
+    return await client.post(
+        channel_url(server.url, channel_id),
+        content=data,
+        headers={"authorization": f"Bearer {token}", **(headers or {})},
+    )
+
+
+def assert_problem(response: httpx.Response, status: int | tuple[int, ...]) -> dict[str, Any]:
+    """``response`` is an RFC 7807 problem with ``status`` (one of them): content type, title, status."""
+    allowed = (status,) if isinstance(status, int) else status
+    assert response.status_code in allowed, f"status {response.status_code}, expected {allowed}: {response.text}"
+    content_type = response.headers.get("content-type", "")
+    assert content_type.split(";")[0].strip() == PROBLEM_JSON, f"content-type {content_type!r}: {response.text}"
+    document = response.json()
+    assert isinstance(document, dict), document
+    assert isinstance(document.get("title"), str), document
+    assert document["title"], document
+    assert document.get("status") == response.status_code, document
+    return document
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def mint_token(channel_id: str, *, exp_offset: int = 3600, secret: str = SECRET_KEY) -> str:
+    """An HS256 token for ``channel_id`` expiring ``exp_offset`` seconds from now (may be negative)."""
+    now = int(time.time())
+    claims = {"cid": channel_id, "iat": min(now, now + exp_offset - 60), "exp": now + exp_offset}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def alg_none_token(channel_id: str) -> str:
+    """An unsigned ``alg: none`` token with otherwise valid claims."""
+    now = int(time.time())
+    header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    payload = b64url(json.dumps({"cid": channel_id, "iat": now, "exp": now + 3600}).encode())
+    return f"{header}.{payload}."
+
+
+# --- WebSocket (library client) --------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def subscribe(
+    server: ServerProcess, channel_id: str, token: str, *, header: bool = False
+) -> AsyncIterator[ClientConnection]:
+    """A subscriber socket: token in ``?access_token=``, or in ``Authorization`` with ``header=True``."""
+    kwargs: dict[str, Any] = {"open_timeout": timeout(10), "max_size": None}
+    if header:
+        url = ws_url(server, channel_id)
+        kwargs["additional_headers"] = {"Authorization": f"Bearer {token}"}
+    else:
+        url = ws_url(server, channel_id, token)
+    async with connect(url, **kwargs) as ws:
+        yield ws
+
+
+async def recv_binary(ws: ClientConnection, seconds: float = 10) -> bytes:
+    """The next message, which must be a binary frame, within ``seconds``."""
+    async with asyncio.timeout(timeout(seconds)):
+        message = await ws.recv()
+    assert isinstance(message, bytes), f"expected a binary frame, got a text frame {message[:80]!r}"
+    return message
+
+
+async def refused_status(url: str, headers: dict[str, str] | None = None) -> int:
+    """Attempt a WebSocket handshake that must be refused; return the HTTP status of the refusal."""
+    try:
+        async with connect(url, additional_headers=headers, open_timeout=timeout(10)):
+            pass
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code
+    raise AssertionError(f"the handshake to {url} was accepted (upgraded)")
+
+
+async def closed_with(ws: ClientConnection, seconds: float = 10) -> int | None:
+    """Wait until the server closes ``ws``; return the close code it sent."""
+    async with asyncio.timeout(timeout(seconds)):
+        try:
+            while True:
+                await ws.recv()
+        except websockets.ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd is not None else None
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def metrics_text(server: ServerProcess, auth: tuple[str, str] | None = None) -> str:
+    response = httpx.get(f"{server.url}/metrics", auth=auth, timeout=timeout(10))
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    """The value of sample ``name`` whose labels include ``labels``, from Prometheus text."""
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in (labels or {}).items()):
+            return float(match.group(3))
+    return None
+
+
+def users_connected(server: ServerProcess) -> float:
+    value = metric_value(metrics_text(server), "webchannel_users_connected")
+    assert value is not None, "webchannel_users_connected is missing from /metrics"
+    return value
+
+
+async def eventually(condition: Callable[[], Awaitable[T] | T], seconds: float, what: str) -> T:
+    """Poll ``condition`` (sync or async) until it returns something truthy, within ``timeout(seconds)``."""
+    deadline = time.monotonic() + timeout(seconds)
+    last: Any = None
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        last = result
+        if result:
+            return result  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout(seconds):.1f}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(0.05)
+
+
+def settled_users_connected(server: ServerProcess, seconds: float = 10) -> float:
+    """``webchannel_users_connected`` once it has stopped moving (earlier tests' sockets may still be
+    closing): the same reading five polls in a row, 0.1 s apart."""
+    readings: list[float] = []
+
+    def settled() -> bool:
+        readings.append(users_connected(server))
+        return len(readings) >= 5 and len(set(readings[-5:])) == 1
+
+    harness.wait_for(settled, seconds, "webchannel_users_connected to settle", interval=0.1)
+    return readings[-1]
+
+
+async def gauge_equals(server: ServerProcess, expected: float, seconds: float = 10) -> None:
+    """Wait until ``webchannel_users_connected`` equals ``expected``."""
+    await eventually(
+        lambda: asyncio.to_thread(lambda: users_connected(server) == expected),
+        seconds,
+        f"webchannel_users_connected == {expected}",
+    )
+
+
+# --- raw WebSocket client --------------------------------------------------------------------
+
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+class RawWebSocket:
+    """A minimal blocking WebSocket client on a plain socket: frames as they come off the wire."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    @classmethod
+    def open(cls, server: ServerProcess, channel_id: str, token: str) -> RawWebSocket:
+        """Connect and complete the handshake (101 expected)."""
+        sock = socket.create_connection((server.host, server.port), timeout=timeout(10))
+        ws = cls(sock)
+        try:
+            path = f"{CHANNELS}/{quote(channel_id, safe='')}?access_token={quote(token, safe='')}"
+            key = base64.b64encode(os.urandom(16)).decode()
+            request = (
+                f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            )
+            sock.sendall(request.encode())
+            while b"\r\n\r\n" not in ws.buffer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise AssertionError(f"connection closed during the handshake: {ws.buffer!r}")
+                ws.buffer += chunk
+            head, ws.buffer = ws.buffer.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 101"), head
+        except BaseException:
+            sock.close()
+            raise
+        return ws
+
+    def _read_exact(self, n: int, deadline: float) -> bytes:
+        while len(self.buffer) < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no complete frame in time")
+            self.sock.settimeout(remaining)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the TCP connection")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def read_frame(self, seconds: float) -> tuple[int, bytes]:
+        """The next frame's ``(opcode, payload)`` within ``timeout(seconds)``."""
+        deadline = time.monotonic() + timeout(seconds)
+        b0, b1 = self._read_exact(2, deadline)
+        assert not b1 & 0x80, "server frames must not be masked"
+        length = b1 & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", self._read_exact(2, deadline))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", self._read_exact(8, deadline))
+        return b0 & 0x0F, self._read_exact(length, deadline)
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        """A single, final, masked frame (clients must mask)."""
+        mask = os.urandom(4)
+        header = bytes([0x80 | opcode])
+        if len(payload) < 126:
+            header += bytes([0x80 | len(payload)])
+        elif len(payload) < 65536:
+            header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+        else:
+            header += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,25 @@
+"""Fixtures for the end-to-end tests in tests/e2e (real processes, loopback only).
+
+Helpers shared by the operations tests live in :mod:`tests.e2e.ops_helpers`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.ops_helpers import serving
+from tests.harness import RedisServer, ServerProcess, base_config
+
+
+@pytest.fixture
+def redis_pair(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two ``manage.py serve`` processes sharing the test's private Redis and one secret."""
+    config = base_config(redis={"url": redis_server.url})
+    with contextlib.ExitStack() as stack:
+        a = stack.enter_context(serving(tmp_path, config, name="a"))
+        b = stack.enter_context(serving(tmp_path, config, name="b"))
+        yield a, b
