@@ -27,6 +27,17 @@ TIMEOUT_SCALE = float(os.environ.get("WEBCHANNEL_TEST_TIMEOUT_SCALE", "1"))
 SECRET_KEY = "test-secret-0123456789abcdef0123456789abcdef"
 API_KEY = "test-api-key"
 
+# The metrics SPEC §2 (Operations) requires on /metrics.
+SPEC_METRIC_NAMES = [
+    "webchannel_messages_published_total",
+    "webchannel_messages_published_bytes_total",
+    "webchannel_messages_sent_total",
+    "webchannel_messages_sent_bytes_total",
+    "webchannel_message_send_errors_total",
+    "webchannel_users_connected",
+    "webchannel_websocket_messages_received_total",
+]
+
 T = TypeVar("T")
 
 

@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end tests in tests/e2e (real processes, loopback only).
 
-Helpers shared by the operations tests live in :mod:`tests.e2e.ops_helpers`.
+Helpers shared by the end-to-end tests live in :mod:`tests.e2e.helpers`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.ops_helpers import serving
-from tests.harness import RedisServer, ServerProcess, base_config
+from tests.harness import RedisServer, ServerProcess, base_config, serving
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.e2e.api_helpers import (
+from tests.e2e.helpers import (
     CHANNELS,
     alg_none_token,
     assert_problem,
@@ -163,9 +163,9 @@ def _bad_credentials(channel_id: str) -> dict[str, dict[str, str]]:
 async def test_publish_without_valid_credentials_is_401_and_relays_nothing(
     shared_server: ServerProcess, case: str
 ) -> None:
-    channel_id, token = create_channel(shared_server)
+    channel_id, token = create_channel(shared_server.url)
     headers = _bad_credentials(channel_id)[case]
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
         response = await client.post(channel_url(shared_server.url, channel_id), content=b"forged", headers=headers)
         assert_problem(response, 401)
         await assert_only_next_message_arrives(client, shared_server, ws, channel_id, token)
@@ -174,10 +174,10 @@ async def test_publish_without_valid_credentials_is_401_and_relays_nothing(
 async def test_publish_with_a_valid_token_for_another_channel_is_403_and_relays_nothing(
     shared_server: ServerProcess,
 ) -> None:
-    channel_id, token = create_channel(shared_server)
-    _, other_token = create_channel(shared_server)
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
-        response = await publish(client, shared_server, channel_id, b"wrong channel", other_token)
+    channel_id, token = create_channel(shared_server.url)
+    _, other_token = create_channel(shared_server.url)
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
+        response = await publish(client, shared_server.url, channel_id, b"wrong channel", token=other_token)
         assert_problem(response, 403)
         await assert_only_next_message_arrives(client, shared_server, ws, channel_id, token)
 
@@ -187,7 +187,7 @@ async def assert_only_next_message_arrives(
 ) -> None:
     """Publish a valid message: it must be the very next frame (nothing was relayed before it)."""
     marker = b"the next valid message"
-    response = await publish(client, server, channel_id, marker, token)
+    response = await publish(client, server.url, channel_id, marker, token=token)
     assert response.status_code == 204, response.text
     assert await recv_binary(ws, 10) == marker
 
@@ -198,31 +198,31 @@ async def assert_only_next_message_arrives(
 async def test_publish_over_max_message_size_with_content_length_is_413_and_relays_nothing(
     small_server: ServerProcess,
 ) -> None:
-    channel_id, token = create_channel(small_server)
-    async with subscribe(small_server, channel_id, token) as ws, http_client() as client:
-        response = await publish(client, small_server, channel_id, b"x" * (SMALL_MAX + 1), token)
+    channel_id, token = create_channel(small_server.url)
+    async with subscribe(small_server.url, channel_id, token) as ws, http_client() as client:
+        response = await publish(client, small_server.url, channel_id, b"x" * (SMALL_MAX + 1), token=token)
         assert response.request.headers["content-length"] == str(SMALL_MAX + 1)
         assert_problem(response, 413)
         await assert_only_next_message_arrives(client, small_server, ws, channel_id, token)
 
 
 async def test_publish_of_exactly_max_message_size_is_relayed(small_server: ServerProcess) -> None:
-    channel_id, token = create_channel(small_server)
+    channel_id, token = create_channel(small_server.url)
     payload = bytes(i % 251 for i in range(SMALL_MAX))
-    async with subscribe(small_server, channel_id, token) as ws, http_client() as client:
-        response = await publish(client, small_server, channel_id, payload, token)
+    async with subscribe(small_server.url, channel_id, token) as ws, http_client() as client:
+        response = await publish(client, small_server.url, channel_id, payload, token=token)
         assert response.status_code == 204, response.text
         assert await recv_binary(ws) == payload
 
 
 async def test_publish_over_max_message_size_chunked_is_413_and_relays_nothing(small_server: ServerProcess) -> None:
-    channel_id, token = create_channel(small_server)
+    channel_id, token = create_channel(small_server.url)
 
     async def chunks():  # no Content-Length: httpx sends Transfer-Encoding: chunked
         for _ in range(4):
             yield b"y" * 512
 
-    async with subscribe(small_server, channel_id, token) as ws, http_client() as client:
+    async with subscribe(small_server.url, channel_id, token) as ws, http_client() as client:
         response = await client.post(
             channel_url(small_server.url, channel_id), content=chunks(), headers={"authorization": f"Bearer {token}"}
         )
@@ -235,7 +235,7 @@ async def test_publish_over_max_message_size_chunked_is_413_and_relays_nothing(s
 async def test_publish_chunked_over_a_raw_socket_past_the_limit_is_413_and_relays_nothing(
     small_server: ServerProcess,
 ) -> None:
-    channel_id, token = create_channel(small_server)
+    channel_id, token = create_channel(small_server.url)
     path = f"{CHANNELS}/{quote(channel_id, safe='')}"
     chunk = b"z" * 700
     request = (
@@ -246,7 +246,7 @@ async def test_publish_chunked_over_a_raw_socket_past_the_limit_is_413_and_relay
         + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2
         + b"0\r\n\r\n"
     )
-    async with subscribe(small_server, channel_id, token) as ws, http_client() as client:
+    async with subscribe(small_server.url, channel_id, token) as ws, http_client() as client:
         with socket.create_connection((small_server.host, small_server.port), timeout=timeout(10)) as sock:
             sock.sendall(request)
             answer = b""
@@ -261,9 +261,9 @@ async def test_publish_chunked_over_a_raw_socket_past_the_limit_is_413_and_relay
 async def test_publish_over_the_default_max_message_size_is_413_and_relays_nothing(
     shared_server: ServerProcess,
 ) -> None:
-    channel_id, token = create_channel(shared_server)
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
-        response = await publish(client, shared_server, channel_id, b"\x00" * (DEFAULT_MAX + 1), token)
+    channel_id, token = create_channel(shared_server.url)
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
+        response = await publish(client, shared_server.url, channel_id, b"\x00" * (DEFAULT_MAX + 1), token=token)
         assert_problem(response, 413)
         await assert_only_next_message_arrives(client, shared_server, ws, channel_id, token)
 
@@ -338,8 +338,8 @@ def test_wrong_methods_are_405_problems(shared_server: ServerProcess, method: st
 
 
 async def test_subscribe_without_a_token_is_refused(shared_server: ServerProcess) -> None:
-    channel_id, _ = create_channel(shared_server)
-    assert await refused_status(ws_url(shared_server, channel_id)) in (401, 403)
+    channel_id, _ = create_channel(shared_server.url)
+    assert await refused_status(ws_url(shared_server.url, channel_id)) in (401, 403)
 
 
 @pytest.mark.parametrize(
@@ -347,8 +347,8 @@ async def test_subscribe_without_a_token_is_refused(shared_server: ServerProcess
 )
 @pytest.mark.parametrize("where", ["query", "header"])
 async def test_subscribe_with_a_bad_token_is_refused(shared_server: ServerProcess, kind: str, where: str) -> None:
-    channel_id, _ = create_channel(shared_server)
-    _, other_token = create_channel(shared_server)
+    channel_id, _ = create_channel(shared_server.url)
+    _, other_token = create_channel(shared_server.url)
     token = {
         "garbage": "not.a.token",
         "expired": mint_token(channel_id, exp_offset=-60),
@@ -359,9 +359,9 @@ async def test_subscribe_with_a_bad_token_is_refused(shared_server: ServerProces
         "api-key": API_KEY,
     }[kind]
     if where == "query":
-        status = await refused_status(ws_url(shared_server, channel_id, token))
+        status = await refused_status(ws_url(shared_server.url, channel_id, token))
     else:
-        status = await refused_status(ws_url(shared_server, channel_id), {"Authorization": f"Bearer {token}"})
+        status = await refused_status(ws_url(shared_server.url, channel_id), {"Authorization": f"Bearer {token}"})
     assert status in (401, 403)
 
 
@@ -369,19 +369,19 @@ async def test_subscribe_with_a_bad_token_is_refused(shared_server: ServerProces
 async def test_subscribe_to_an_invalid_channel_id_is_refused(shared_server: ServerProcess, channel_id: str) -> None:
     """Even with a correctly signed token whose ``cid`` is that very (invalid) id."""
     token = mint_token(channel_id)
-    assert await refused_status(ws_url(shared_server, channel_id, token)) in (401, 403)
+    assert await refused_status(ws_url(shared_server.url, channel_id, token)) in (401, 403)
 
 
 @pytest.mark.parametrize("path", ["/", "/nope", "/webchannel/v1/channels", "/webchannel/v2/channels/abc", "/healthz"])
 async def test_subscribe_on_an_unknown_path_is_refused(shared_server: ServerProcess, path: str) -> None:
-    _, token = create_channel(shared_server)
+    _, token = create_channel(shared_server.url)
     url = f"{shared_server.ws_url}{path}?access_token={quote(token, safe='')}"
     assert await refused_status(url, {"Authorization": f"Bearer {token}"}) in (401, 403)
 
 
 async def test_a_refused_subscriber_gets_nothing_and_the_valid_one_still_works(shared_server: ServerProcess) -> None:
     """Refusal is per handshake: it does not disturb an accepted subscriber of the same channel."""
-    channel_id, token = create_channel(shared_server)
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
-        assert await refused_status(ws_url(shared_server, channel_id, "garbage")) in (401, 403)
+    channel_id, token = create_channel(shared_server.url)
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
+        assert await refused_status(ws_url(shared_server.url, channel_id, "garbage")) in (401, 403)
         await assert_only_next_message_arrives(client, shared_server, ws, channel_id, token)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.e2e.api_helpers import (
+from tests.e2e.helpers import (
     CHANNELS,
     b64url_decode,
     channel_url,
@@ -46,11 +46,11 @@ PAYLOADS = [
 async def test_message_arrives_as_exactly_one_binary_frame_with_exactly_its_bytes(
     shared_server: ServerProcess, payload: bytes
 ) -> None:
-    channel_id, token = create_channel(shared_server)
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
-        response = await publish(client, shared_server, channel_id, payload, token)
+    channel_id, token = create_channel(shared_server.url)
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
+        response = await publish(client, shared_server.url, channel_id, payload, token=token)
         assert response.status_code == 204, response.text
-        response = await publish(client, shared_server, channel_id, SENTINEL, token)
+        response = await publish(client, shared_server.url, channel_id, SENTINEL, token=token)
         assert response.status_code == 204, response.text
         received = await recv_binary(ws)
         assert len(received) == len(payload)
@@ -104,8 +104,8 @@ BODIES = [
 async def test_body_is_relayed_byte_for_byte_whatever_the_content_type(
     shared_server: ServerProcess, headers: dict[str, str], body: bytes
 ) -> None:
-    channel_id, token = create_channel(shared_server)
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
+    channel_id, token = create_channel(shared_server.url)
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
         request = client.build_request(
             "POST",
             channel_url(shared_server.url, channel_id),
@@ -122,14 +122,14 @@ async def test_body_is_relayed_byte_for_byte_whatever_the_content_type(
 
 
 async def test_chunked_body_without_content_length_is_relayed_byte_for_byte(shared_server: ServerProcess) -> None:
-    channel_id, token = create_channel(shared_server)
+    channel_id, token = create_channel(shared_server.url)
     parts = [bytes(range(256)), b"", b"\r\n0\r\n\r\n", random.Random(3).randbytes(70000)]
 
     async def chunks() -> AsyncIterator[bytes]:
         for part in parts:
             yield part
 
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
         response = await client.post(
             channel_url(shared_server.url, channel_id), content=chunks(), headers={"authorization": f"Bearer {token}"}
         )
@@ -140,14 +140,14 @@ async def test_chunked_body_without_content_length_is_relayed_byte_for_byte(shar
 
 async def test_body_sent_after_expect_100_continue_is_relayed(shared_server: ServerProcess) -> None:
     """What curl does for larger bodies: headers with ``Expect: 100-continue``, the body after ``100``."""
-    channel_id, token = create_channel(shared_server)
+    channel_id, token = create_channel(shared_server.url)
     body = random.Random(5).randbytes(200_000)
     head = (
         f"POST {CHANNELS}/{quote(channel_id, safe='')} HTTP/1.1\r\nHost: {shared_server.host}:{shared_server.port}\r\n"
         f"Authorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
         f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
     ).encode()
-    async with subscribe(shared_server, channel_id, token) as ws:
+    async with subscribe(shared_server.url, channel_id, token) as ws:
         reader, writer = await asyncio.open_connection(shared_server.host, shared_server.port)
         try:
             writer.write(head)
@@ -165,11 +165,11 @@ async def test_body_sent_after_expect_100_continue_is_relayed(shared_server: Ser
 
 
 async def test_fifty_subscribers_each_receive_every_message_in_order(shared_server: ServerProcess) -> None:
-    channel_id, token = create_channel(shared_server)
+    channel_id, token = create_channel(shared_server.url)
     messages = [f"message {i}".encode() + bytes([i]) for i in range(20)]
 
     async def subscriber(ready: asyncio.Event, go: asyncio.Event) -> list[bytes]:
-        async with subscribe(shared_server, channel_id, token) as ws:
+        async with subscribe(shared_server.url, channel_id, token) as ws:
             ready.set()
             await go.wait()
             return [await recv_binary(ws, 30) for _ in messages]
@@ -183,7 +183,7 @@ async def test_fifty_subscribers_each_receive_every_message_in_order(shared_serv
         go.set()
         async with http_client() as client:
             for message in messages:
-                response = await publish(client, shared_server, channel_id, message, token)
+                response = await publish(client, shared_server.url, channel_id, message, token=token)
                 assert response.status_code == 204, response.text
         results = await asyncio.gather(*tasks)
     finally:
@@ -200,12 +200,12 @@ async def test_two_thousand_sequential_publishes_arrive_complete_and_in_order_at
 ) -> None:
     """Each publish is answered before the next is sent; one subscriber reads all along, the other
     reads nothing until the burst is over (the stock in-memory layer drops after 100 queued)."""
-    channel_id, token = create_channel(shared_server)
+    channel_id, token = create_channel(shared_server.url)
     count = 2000
     expected = [b"burst %d" % i for i in range(count)]
     async with (
-        subscribe(shared_server, channel_id, token) as busy,
-        subscribe(shared_server, channel_id, token) as idle,
+        subscribe(shared_server.url, channel_id, token) as busy,
+        subscribe(shared_server.url, channel_id, token) as idle,
         http_client() as client,
     ):
 
@@ -215,7 +215,7 @@ async def test_two_thousand_sequential_publishes_arrive_complete_and_in_order_at
         reading = asyncio.create_task(read_all())
         try:
             for message in expected:
-                response = await publish(client, shared_server, channel_id, message, token)
+                response = await publish(client, shared_server.url, channel_id, message, token=token)
                 assert response.status_code == 204, response.text
             busy_received = await reading
         finally:
@@ -223,23 +223,23 @@ async def test_two_thousand_sequential_publishes_arrive_complete_and_in_order_at
         assert busy_received == expected
         idle_received = [await recv_binary(idle, 30) for _ in range(count)]
         assert idle_received == expected
-        response = await publish(client, shared_server, channel_id, SENTINEL, token)
+        response = await publish(client, shared_server.url, channel_id, SENTINEL, token=token)
         assert response.status_code == 204
         assert await recv_binary(busy) == SENTINEL
         assert await recv_binary(idle) == SENTINEL
 
 
 async def test_subscriber_may_send_the_token_in_an_authorization_bearer_header(shared_server: ServerProcess) -> None:
-    channel_id, token = create_channel(shared_server)
-    async with subscribe(shared_server, channel_id, token, header=True) as ws, http_client() as client:
-        response = await publish(client, shared_server, channel_id, b"via header", token)
+    channel_id, token = create_channel(shared_server.url)
+    async with subscribe(shared_server.url, channel_id, token, header=True) as ws, http_client() as client:
+        response = await publish(client, shared_server.url, channel_id, b"via header", token=token)
         assert response.status_code == 204, response.text
         assert await recv_binary(ws) == b"via header"
 
 
 async def test_publisher_may_use_the_api_key_instead_of_the_token(shared_server: ServerProcess) -> None:
-    channel_id, token = create_channel(shared_server)
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
+    channel_id, token = create_channel(shared_server.url)
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
         response = await client.post(
             channel_url(shared_server.url, channel_id), content=b"by api key", headers={"x-api-key": API_KEY}
         )
@@ -251,30 +251,32 @@ async def test_publisher_may_use_the_api_key_instead_of_the_token(shared_server:
 async def test_percent_encoded_unicode_channel_ids_work_for_subscribe_and_publish(
     shared_server: ServerProcess, channel_id: str
 ) -> None:
-    created_id, token = create_channel(shared_server, channel_id)
+    created_id, token = create_channel(shared_server.url, channel_id)
     assert created_id == channel_id
     claims = json.loads(b64url_decode(token.split(".")[1]))
     assert claims["cid"] == channel_id
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
         payload = f"to {channel_id}".encode()
-        response = await publish(client, shared_server, channel_id, payload, token)
+        response = await publish(client, shared_server.url, channel_id, payload, token=token)
         assert response.status_code == 204, response.text
         assert await recv_binary(ws) == payload
 
 
 async def test_unicode_channels_are_distinct_from_their_lookalikes(shared_server: ServerProcess) -> None:
     """``tést`` (precomposed) and ``te\u0301st`` (combining accent) are different ids: no cross-talk."""
-    composed_id, composed_token = create_channel(shared_server, "t\u00e9st-distinct")
-    decomposed_id, decomposed_token = create_channel(shared_server, "te\u0301st-distinct")
+    composed_id, composed_token = create_channel(shared_server.url, "t\u00e9st-distinct")
+    decomposed_id, decomposed_token = create_channel(shared_server.url, "te\u0301st-distinct")
     async with (
-        subscribe(shared_server, composed_id, composed_token) as composed,
-        subscribe(shared_server, decomposed_id, decomposed_token) as decomposed,
+        subscribe(shared_server.url, composed_id, composed_token) as composed,
+        subscribe(shared_server.url, decomposed_id, decomposed_token) as decomposed,
         http_client() as client,
     ):
         assert (
-            await publish(client, shared_server, decomposed_id, b"to decomposed", decomposed_token)
+            await publish(client, shared_server.url, decomposed_id, b"to decomposed", token=decomposed_token)
         ).status_code == 204
-        assert (await publish(client, shared_server, composed_id, b"to composed", composed_token)).status_code == 204
+        assert (
+            await publish(client, shared_server.url, composed_id, b"to composed", token=composed_token)
+        ).status_code == 204
         assert await recv_binary(composed) == b"to composed"
         assert await recv_binary(decomposed) == b"to decomposed"
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.api_helpers import (
+from tests.e2e.helpers import (
     CHANNELS,
     assert_problem,
     channel_url,
@@ -24,7 +24,7 @@ from tests.e2e.api_helpers import (
     recv_binary,
     subscribe,
 )
-from tests.harness import API_KEY, ServerProcess, base_config, serving, timeout
+from tests.harness import API_KEY, SPEC_METRIC_NAMES, ServerProcess, base_config, serving, timeout
 
 pytestmark = pytest.mark.e2e
 
@@ -34,15 +34,6 @@ APP_ORIGIN = "https://app.example"
 FOREIGN_ORIGIN = "https://evil.example"
 REQUESTED_HEADERS = "authorization, content-type, x-api-key"
 
-SPEC_METRICS = [
-    "webchannel_messages_published_total",
-    "webchannel_messages_published_bytes_total",
-    "webchannel_messages_sent_total",
-    "webchannel_messages_sent_bytes_total",
-    "webchannel_message_send_errors_total",
-    "webchannel_users_connected",
-    "webchannel_websocket_messages_received_total",
-]
 HTTP_RESPONSES = "django_http_responses_total_by_status_view_method_total"
 
 
@@ -86,16 +77,16 @@ def test_readyz_answers_200_with_the_in_process_layer(shared_server: ServerProce
 
 
 async def test_metrics_expose_every_spec_metric_and_responses_by_view_and_status(shared_server: ServerProcess) -> None:
-    channel_id, token = create_channel(shared_server)
-    async with subscribe(shared_server, channel_id, token) as ws, http_client() as client:
-        response = await publish(client, shared_server, channel_id, b"counted", token)
+    channel_id, token = create_channel(shared_server.url)
+    async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
+        response = await publish(client, shared_server.url, channel_id, b"counted", token=token)
         assert response.status_code == 204
         assert await recv_binary(ws) == b"counted"
         unauthorised = await client.post(channel_url(shared_server.url, channel_id), content=b"x")
         assert unauthorised.status_code == 401
         text = (await client.get(f"{shared_server.url}/metrics")).text
     assert_prometheus_text(text)
-    for name in SPEC_METRICS:
+    for name in SPEC_METRIC_NAMES:
         assert metric_value(text, name) is not None, f"{name} missing from /metrics"
     assert sample(text, "webchannel_messages_published_total") >= 1
     assert sample(text, "webchannel_messages_published_bytes_total") >= len(b"counted")
@@ -120,8 +111,8 @@ async def test_metrics_never_carry_a_channel_id(shared_server: ServerProcess) ->
     ids = ["leakcheck-7f3a9c", "leakcheck-tést-ü", "leakcheck-🚀"]
     async with http_client() as client:
         for wanted in ids:
-            channel_id, token = create_channel(shared_server, wanted)
-            assert (await publish(client, shared_server, channel_id, b"x", token)).status_code == 204
+            channel_id, token = create_channel(shared_server.url, wanted)
+            assert (await publish(client, shared_server.url, channel_id, b"x", token=token)).status_code == 204
             refused = await client.post(channel_url(shared_server.url, channel_id), content=b"x")
             assert refused.status_code == 401
         response = await client.get(f"{shared_server.url}/metrics")
@@ -161,7 +152,7 @@ def test_metrics_with_auth_enabled_refuse_a_bearer_or_api_key(auth_server: Serve
 
 
 def test_metrics_with_auth_enabled_answer_the_right_credentials(auth_server: ServerProcess) -> None:
-    text = metrics_text(auth_server, auth=(METRICS_USER, METRICS_PASSWORD))
+    text = metrics_text(auth_server.url, auth=(METRICS_USER, METRICS_PASSWORD))
     assert metric_value(text, "webchannel_users_connected") is not None
     # The same credentials, as a client would encode them by hand.
     encoded = base64.b64encode(f"{METRICS_USER}:{METRICS_PASSWORD}".encode()).decode()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.api_helpers import (
+from tests.e2e.helpers import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -56,36 +56,36 @@ def ping_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 
 def received_total(server: ServerProcess) -> float:
-    return metric_value(metrics_text(server), "webchannel_websocket_messages_received_total") or 0.0
+    return metric_value(metrics_text(server.url), "webchannel_websocket_messages_received_total") or 0.0
 
 
 @pytest.mark.parametrize("frame", [pytest.param("hello", id="text"), pytest.param(b"\x00\x01", id="binary")])
 async def test_a_data_frame_from_the_client_closes_the_socket_with_4003(
     shared_server: ServerProcess, frame: str | bytes
 ) -> None:
-    channel_id, token = create_channel(shared_server)
-    baseline = await asyncio.to_thread(settled_users_connected, shared_server)
+    channel_id, token = create_channel(shared_server.url)
+    baseline = await asyncio.to_thread(settled_users_connected, shared_server.url)
     received_before = await asyncio.to_thread(received_total, shared_server)
-    async with subscribe(shared_server, channel_id, token) as ws:
-        await gauge_equals(shared_server, baseline + 1)
+    async with subscribe(shared_server.url, channel_id, token) as ws:
+        await gauge_equals(shared_server.url, baseline + 1)
         await ws.send(frame)
         assert await closed_with(ws) == 4003
-    await gauge_equals(shared_server, baseline)
+    await gauge_equals(shared_server.url, baseline)
     assert await asyncio.to_thread(received_total, shared_server) >= received_before + 1
 
 
 async def test_a_socket_closed_for_sending_data_no_longer_receives_while_others_do(
     shared_server: ServerProcess,
 ) -> None:
-    channel_id, token = create_channel(shared_server)
+    channel_id, token = create_channel(shared_server.url)
     async with (
-        subscribe(shared_server, channel_id, token) as talker,
-        subscribe(shared_server, channel_id, token) as listener,
+        subscribe(shared_server.url, channel_id, token) as talker,
+        subscribe(shared_server.url, channel_id, token) as listener,
         http_client() as client,
     ):
         await talker.send(b"not allowed")
         assert await closed_with(talker) == 4003
-        response = await publish(client, shared_server, channel_id, b"after the close", token)
+        response = await publish(client, shared_server.url, channel_id, b"after the close", token=token)
         assert response.status_code == 204, response.text
         assert await recv_binary(listener) == b"after the close"
 
@@ -93,8 +93,8 @@ async def test_a_socket_closed_for_sending_data_no_longer_receives_while_others_
 def test_server_sends_keepalive_pings_and_a_peer_that_answers_stays_connected(ping_server: ServerProcess) -> None:
     """A raw client sees ping frames (opcode 0x9), answers each with a pong, and is kept well past
     ``ping_interval + ping_timeout``: it still gets published messages."""
-    channel_id, token = create_channel(ping_server)
-    ws = RawWebSocket.open(ping_server, channel_id, token)
+    channel_id, token = create_channel(ping_server.url)
+    ws = RawWebSocket.open(ping_server.url, channel_id, token)
     try:
         started = time.monotonic()
         pings = 0
@@ -118,9 +118,9 @@ def test_server_sends_keepalive_pings_and_a_peer_that_answers_stays_connected(pi
 
 
 def test_a_peer_that_never_answers_pings_is_dropped(ping_server: ServerProcess) -> None:
-    channel_id, token = create_channel(ping_server)
-    baseline = settled_users_connected(ping_server)
-    ws = RawWebSocket.open(ping_server, channel_id, token)
+    channel_id, token = create_channel(ping_server.url)
+    baseline = settled_users_connected(ping_server.url)
+    ws = RawWebSocket.open(ping_server.url, channel_id, token)
     try:
         connected_at = time.monotonic()
         wait_gauge(ping_server, baseline + 1)
@@ -143,16 +143,16 @@ def test_a_peer_that_never_answers_pings_is_dropped(ping_server: ServerProcess) 
 async def test_many_subscribers_connecting_and_disconnecting_leave_the_gauge_at_its_baseline(
     shared_server: ServerProcess,
 ) -> None:
-    channel_id, token = create_channel(shared_server)
-    other_id, other_token = create_channel(shared_server)
-    baseline = await asyncio.to_thread(settled_users_connected, shared_server)
+    channel_id, token = create_channel(shared_server.url)
+    other_id, other_token = create_channel(shared_server.url)
+    baseline = await asyncio.to_thread(settled_users_connected, shared_server.url)
     async with contextlib.AsyncExitStack() as stack:
-        sockets = [await stack.enter_async_context(subscribe(shared_server, channel_id, token)) for _ in range(20)] + [
-            await stack.enter_async_context(subscribe(shared_server, other_id, other_token)) for _ in range(10)
-        ]
-        raw = [await asyncio.to_thread(RawWebSocket.open, shared_server, channel_id, token) for _ in range(5)]
+        sockets = [
+            await stack.enter_async_context(subscribe(shared_server.url, channel_id, token)) for _ in range(20)
+        ] + [await stack.enter_async_context(subscribe(shared_server.url, other_id, other_token)) for _ in range(10)]
+        raw = [await asyncio.to_thread(RawWebSocket.open, shared_server.url, channel_id, token) for _ in range(5)]
         try:
-            await gauge_equals(shared_server, baseline + 35)
+            await gauge_equals(shared_server.url, baseline + 35)
             # Five go away with a clean close handshake, five by dropping TCP, five by sending data.
             for ws in sockets[:5]:
                 await ws.close()
@@ -162,16 +162,16 @@ async def test_many_subscribers_connecting_and_disconnecting_leave_the_gauge_at_
                 await ws.send(b"x")
             for ws in sockets[5:10]:
                 assert await closed_with(ws) == 4003
-            await gauge_equals(shared_server, baseline + 20)
+            await gauge_equals(shared_server.url, baseline + 20)
         finally:
             for ws in raw:
                 ws.close()
-    await gauge_equals(shared_server, baseline)
+    await gauge_equals(shared_server.url, baseline)
     # Refused handshakes never count.
     with pytest.raises(websockets.InvalidStatus):
-        async with subscribe(shared_server, channel_id, "garbage"):
+        async with subscribe(shared_server.url, channel_id, "garbage"):
             pass
-    assert await asyncio.to_thread(users_connected, shared_server) == baseline
+    assert await asyncio.to_thread(users_connected, shared_server.url) == baseline
 
 
 def publish_sync(server: ServerProcess, channel_id: str, token: str, data: bytes) -> None:
@@ -185,4 +185,4 @@ def publish_sync(server: ServerProcess, channel_id: str, token: str, data: bytes
 
 
 def wait_gauge(server: ServerProcess, expected: float, seconds: float = 10) -> None:
-    wait_for(lambda: users_connected(server) == expected, seconds, f"webchannel_users_connected == {expected}")
+    wait_for(lambda: users_connected(server.url) == expected, seconds, f"webchannel_users_connected == {expected}")

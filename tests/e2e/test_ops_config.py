@@ -16,18 +16,18 @@ import jwt
 import pytest
 import websockets
 
-from tests.e2e.ops_helpers import (
-    CHANNELS,
-    apublish,
-    create_channel,
-    non_empty_lines,
-    recv,
+from tests.e2e.helpers import CHANNELS, create_channel, non_empty_lines, publish, recv_binary, subscribe, wait_exit
+from tests.harness import (
+    API_KEY,
+    SECRET_KEY,
+    base_config,
+    free_port,
     run_serve,
     serving,
-    subscribe,
-    wait_exit,
+    timeout,
+    toml,
+    wait_for,
 )
-from tests.harness import API_KEY, SECRET_KEY, base_config, free_port, timeout, toml, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -289,9 +289,9 @@ async def test_listens_on_ipv6_loopback(tmp_path: Path) -> None:
         assert httpx.get(f"{base}/healthz").text == "OK"
         channel_id, token = create_channel(base)
         async with httpx.AsyncClient(timeout=timeout(10)) as client, subscribe(base, channel_id, token) as ws:
-            response = await apublish(client, base, channel_id, b"over IPv6", token=token)
+            response = await publish(client, base, channel_id, b"over IPv6", token=token)
             assert response.status_code == 204
-            assert await recv(ws) == b"over IPv6"
+            assert await recv_binary(ws) == b"over IPv6"
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/healthz")
     finally:

@@ -19,17 +19,16 @@ import pytest
 import websockets
 from websockets.protocol import State
 
-from tests.e2e.ops_helpers import (
+from tests.e2e.helpers import (
     RETRYABLE_CLOSE_CODES,
-    apublish,
-    close_code,
+    closed_with,
     create_channel,
     non_empty_lines,
-    product_env,
-    recv,
+    publish,
+    recv_binary,
     subscribe,
 )
-from tests.harness import REPO, RedisServer, ServerProcess, base_config, timeout, toml
+from tests.harness import REPO, RedisServer, ServerProcess, base_config, clean_env, timeout, toml
 
 pytestmark = pytest.mark.e2e
 
@@ -82,17 +81,17 @@ async def test_message_published_on_one_process_reaches_subscribers_on_both_in_o
         subscribe(b.url, channel_id, token, header=True) as on_b,
     ):
         # A single publish to A reaches the subscriber on B.
-        response = await apublish(client, a.url, channel_id, b"first", token=token)
+        response = await publish(client, a.url, channel_id, b"first", token=token)
         assert response.status_code == 204
-        assert await recv(on_b) == b"first"
-        assert await recv(on_a) == b"first"
+        assert await recv_binary(on_b) == b"first"
+        assert await recv_binary(on_a) == b"first"
         # A sequence, published alternately through both processes, arrives in order on both.
         for i, message in enumerate(messages):
             server = (a, b)[i % 2]
-            response = await apublish(client, server.url, channel_id, message, token=token)
+            response = await publish(client, server.url, channel_id, message, token=token)
             assert response.status_code == 204, response.text
-        assert [await recv(on_a) for _ in messages] == messages
-        assert [await recv(on_b) for _ in messages] == messages
+        assert [await recv_binary(on_a) for _ in messages] == messages
+        assert [await recv_binary(on_b) for _ in messages] == messages
 
 
 async def test_redis_outage_answers_503_fast_with_one_warning_and_no_tracebacks(
@@ -106,9 +105,9 @@ async def test_redis_outage_answers_503_fast_with_one_warning_and_no_tracebacks(
         subscribe(b.url, channel_id, token) as on_b,
     ):
         await wait_ready(client, [a, b], 200, 5)
-        assert (await apublish(client, a.url, channel_id, b"before", token=token)).status_code == 204
-        assert await recv(on_b) == b"before"
-        assert await recv(on_a) == b"before"
+        assert (await publish(client, a.url, channel_id, b"before", token=token)).status_code == 204
+        assert await recv_binary(on_b) == b"before"
+        assert await recv_binary(on_a) == b"before"
 
         redis_server.stop()
         await wait_ready(client, [a, b], 503, 5)
@@ -120,7 +119,7 @@ async def test_redis_outage_answers_503_fast_with_one_warning_and_no_tracebacks(
         while time.monotonic() - started < OUTAGE_OBSERVATION_SECONDS:
             for server in (a, b):
                 sent = time.monotonic()
-                response = await apublish(client, server.url, channel_id, b"during outage", token=token)
+                response = await publish(client, server.url, channel_id, b"during outage", token=token)
                 slowest = max(slowest, time.monotonic() - sent)
                 assert_problem_503(response)
                 publishes += 1
@@ -152,13 +151,13 @@ async def test_service_recovers_without_restart_when_redis_returns(
         subscribe(b.url, channel_id, token) as old_b,
         contextlib.AsyncExitStack() as stack,
     ):
-        assert (await apublish(client, b.url, channel_id, b"before", token=token)).status_code == 204
-        assert await recv(old_a) == b"before"
-        assert await recv(old_b) == b"before"
+        assert (await publish(client, b.url, channel_id, b"before", token=token)).status_code == 204
+        assert await recv_binary(old_a) == b"before"
+        assert await recv_binary(old_b) == b"before"
 
         redis_server.stop()
         await wait_ready(client, [a, b], 503, 5)
-        assert_problem_503(await apublish(client, a.url, channel_id, b"lost", token=token))
+        assert_problem_503(await publish(client, a.url, channel_id, b"lost", token=token))
         existing = [ws for ws, name in ((old_a, "A"), (old_b, "B")) if assert_open_or_retryable(ws, name)]
         # B already listens to this channel: a subscriber joining it now may be accepted and kept,
         # but then it must get the messages once Redis is back (never a silent zombie).
@@ -173,10 +172,10 @@ async def test_service_recovers_without_restart_when_redis_returns(
         async with subscribe(a.url, channel_id, token) as new_a, subscribe(b.url, channel_id, token) as new_b:
             messages = [b"after 1", b"after 2", b"after 3"]
             for i, message in enumerate(messages):
-                response = await apublish(client, (a, b)[i % 2].url, channel_id, message, token=token)
+                response = await publish(client, (a, b)[i % 2].url, channel_id, message, token=token)
                 assert response.status_code == 204, response.text
             for ws in [*existing, new_a, new_b]:
-                assert [await recv(ws) for _ in messages] == messages
+                assert [await recv_binary(ws) for _ in messages] == messages
 
 
 async def test_subscribing_while_redis_is_down_is_closed_with_4013_not_hung(
@@ -193,7 +192,7 @@ async def test_subscribing_while_redis_is_down_is_closed_with_4013_not_hung(
     code: int | None = None
     try:
         async with subscribe(b.url, channel_id, token) as ws:
-            code = await close_code(ws, 5)
+            code = await closed_with(ws, 5)
     except websockets.InvalidStatus as exc:  # refused at the handshake: also acceptable
         refused_status = exc.response.status_code
     if refused_status is None:
@@ -216,7 +215,7 @@ def test_redis_without_secret_key_exits_2_with_one_line_naming_the_key(
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=product_env(WC_LOG="info"),
+        env=clean_env(WC_LOG="info"),
         timeout=timeout(30),
         check=False,
     )

@@ -11,15 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.ops_helpers import apublish, create_channel, product_env, recv, subscribe, wait_exit
-from tests.harness import API_KEY, REPO, SECRET_KEY, ServerProcess, free_port, timeout, wait_for
+from tests.e2e.helpers import create_channel, publish, recv_binary, subscribe, wait_exit
+from tests.harness import API_KEY, REPO, SECRET_KEY, ServerProcess, clean_env, free_port, timeout, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 def start_runserver(tmp_path: Path, port: int) -> ServerProcess:
     log_path = tmp_path / "runserver.log"
-    env = product_env(WC_LOG="info", WC_CHANNEL__SECRET_KEY=SECRET_KEY, WC_CHANNEL__API_KEYS=API_KEY)
+    env = clean_env(WC_LOG="info", WC_CHANNEL__SECRET_KEY=SECRET_KEY, WC_CHANNEL__API_KEYS=API_KEY)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -59,12 +59,12 @@ async def test_runserver_serves_http_and_websocket(runserver: ServerProcess) -> 
     messages = [b"hello from runserver", b"", b"\x00\xff\x80 not utf-8", b"last"]
     async with httpx.AsyncClient(timeout=timeout(10)) as client, subscribe(server.url, channel_id, token) as ws:
         for message in messages:
-            response = await apublish(client, server.url, channel_id, message, token=token)
+            response = await publish(client, server.url, channel_id, message, token=token)
             assert response.status_code == 204, response.text
-        assert [await recv(ws) for _ in messages] == messages
-        response = await apublish(client, server.url, channel_id, b"by key", api_key=API_KEY)
+        assert [await recv_binary(ws) for _ in messages] == messages
+        response = await publish(client, server.url, channel_id, b"by key", api_key=API_KEY)
         assert response.status_code == 204
-        assert await recv(ws) == b"by key"
+        assert await recv_binary(ws) == b"by key"
 
 
 async def test_runserver_access_log_redacts_tokens_and_keys(runserver: ServerProcess) -> None:
@@ -73,9 +73,9 @@ async def test_runserver_access_log_redacts_tokens_and_keys(runserver: ServerPro
     channel_id, token = create_channel(server.url, channel_id=f"redact-{free_port()}")
     async with httpx.AsyncClient(base_url=server.url, timeout=timeout(10)) as client:
         async with subscribe(server.url, channel_id, token) as ws:
-            response = await apublish(client, server.url, channel_id, b"x", token=token)
+            response = await publish(client, server.url, channel_id, b"x", token=token)
             assert response.status_code == 204
-            assert await recv(ws) == b"x"
+            assert await recv_binary(ws) == b"x"
         response = await client.get(f"/webchannel/v1/channels/{channel_id}", params={"access_token": token})
         assert response.status_code < 500
         path = f"/webchannel/v1/channels/{channel_id}"

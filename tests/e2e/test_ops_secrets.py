@@ -17,8 +17,8 @@ import jwt
 import pytest
 import websockets
 
-from tests.e2e.ops_helpers import CHANNELS, apublish, recv, serving, subscribe, ws_url
-from tests.harness import timeout
+from tests.e2e.helpers import CHANNELS, publish, recv_binary, subscribe, ws_url
+from tests.harness import serving, timeout
 
 pytestmark = pytest.mark.e2e
 
@@ -56,23 +56,23 @@ async def test_no_secret_appears_in_the_debug_log_of_a_full_session(tmp_path: Pa
                 subscribe(server.url, channel_id, token) as by_query,
                 subscribe(server.url, channel_id, token, header=True) as by_header,
             ):
-                response = await apublish(client, server.url, channel_id, b"with bearer", token=token)
+                response = await publish(client, server.url, channel_id, b"with bearer", token=token)
                 assert response.status_code == 204
-                response = await apublish(client, server.url, channel_id, b"with api key", api_key=api_key)
+                response = await publish(client, server.url, channel_id, b"with api key", api_key=api_key)
                 assert response.status_code == 204
                 for ws in (by_query, by_header):
-                    assert await recv(ws) == b"with bearer"
-                    assert await recv(ws) == b"with api key"
+                    assert await recv_binary(ws) == b"with bearer"
+                    assert await recv_binary(ws) == b"with api key"
 
             # Failed attempts carry secrets too (wrong ones, and right ones for the wrong place).
             response = await client.post(CHANNELS, headers={"x-api-key": wrong_api_key})
             assert response.status_code == 401
             for bad in (forged_token, garbage_token):
-                response = await apublish(client, server.url, channel_id, b"x", token=bad)
+                response = await publish(client, server.url, channel_id, b"x", token=bad)
                 assert response.status_code == 401
-            response = await apublish(client, server.url, channel_id, b"x", token=other_token)
+            response = await publish(client, server.url, channel_id, b"x", token=other_token)
             assert response.status_code == 403
-            response = await apublish(client, server.url, channel_id, b"x", api_key=wrong_api_key)
+            response = await publish(client, server.url, channel_id, b"x", api_key=wrong_api_key)
             assert response.status_code == 401
             for bad in (forged_token, garbage_token, other_token):
                 with pytest.raises(websockets.InvalidStatus):

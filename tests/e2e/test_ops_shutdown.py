@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.e2e.ops_helpers import connection_refused, create_channel, run_serve, subscribe, wait_exit
-from tests.harness import base_config, timeout
+from tests.e2e.helpers import connection_refused, create_channel, subscribe, wait_exit
+from tests.harness import base_config, run_serve, timeout
 
 pytestmark = pytest.mark.e2e
 

@@ -1,9 +1,11 @@
-"""Helpers for the API end-to-end tests (tests/e2e/test_api_*.py).
+"""Helpers for the end-to-end tests in tests/e2e.
 
-Real ``manage.py serve`` processes, real clients over loopback: ``httpx`` for HTTP,
-``websockets`` (asyncio) for subscribers, and a small raw-socket WebSocket client for what
-a library client hides (ping frames, a peer that never answers them). Every wait is bounded
-by :func:`tests.harness.timeout`.
+Real ``manage.py`` processes (started with :func:`tests.harness.run_serve` /
+:func:`tests.harness.serving`), real clients over loopback: ``httpx`` for HTTP, ``websockets``
+(asyncio) for subscribers, and a small raw-socket WebSocket client for what a library client
+hides (ping frames, a peer that never answers them). Every helper that talks to a server takes
+its ``base_url`` (``http://host:port``, e.g. ``ServerProcess.url``). Every wait is bounded by
+:func:`tests.harness.timeout`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import os
 import re
 import socket
 import struct
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import jwt
@@ -33,6 +36,7 @@ T = TypeVar("T")
 
 CHANNELS = "/webchannel/v1/channels"
 PROBLEM_JSON = "application/problem+json"
+RETRYABLE_CLOSE_CODES = {4013, 1012, 1013}
 
 # --- HTTP ------------------------------------------------------------------------------------
 
@@ -42,17 +46,10 @@ def channel_url(base_url: str, channel_id: str) -> str:
     return f"{base_url}{CHANNELS}/{quote(channel_id, safe='')}"
 
 
-def ws_url(server: ServerProcess, channel_id: str, token: str | None = None) -> str:
-    url = channel_url(server.ws_url, channel_id)
-    if token is not None:
-        url += f"?access_token={quote(token, safe='')}"
-    return url
-
-
-def create_channel(server: ServerProcess, channel_id: str | None = None) -> tuple[str, str]:
-    """Create a channel over HTTP with the API key; return ``(channelId, token)``."""
+def create_channel(base_url: str, channel_id: str | None = None, *, api_key: str = API_KEY) -> tuple[str, str]:
+    """Create a channel over HTTP with ``api_key``; return ``(channelId, token)``."""
     body = {} if channel_id is None else {"channelId": channel_id}
-    response = httpx.post(f"{server.url}{CHANNELS}", headers={"x-api-key": API_KEY}, json=body, timeout=timeout(10))
+    response = httpx.post(f"{base_url}{CHANNELS}", headers={"x-api-key": api_key}, json=body, timeout=timeout(10))
     assert response.status_code == 200, response.text
     document = response.json()
     return document["channelId"], document["token"]
@@ -64,18 +61,20 @@ def http_client(**kwargs: Any) -> httpx.AsyncClient:
 
 async def publish(
     client: httpx.AsyncClient,
-    server: ServerProcess,
+    base_url: str,
     channel_id: str,
     data: bytes,
-    token: str,
-    headers: dict[str, str] | None = None,
+    *,
+    token: str | None = None,
+    api_key: str | None = None,
 ) -> httpx.Response:
-    """POST ``data`` to the channel with its token."""
-    return await client.post(
-        channel_url(server.url, channel_id),
-        content=data,
-        headers={"authorization": f"Bearer {token}", **(headers or {})},
-    )
+    """POST ``data`` (as ``application/octet-stream``) to the channel with its token and/or an API key."""
+    headers = {"content-type": "application/octet-stream"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    if api_key is not None:
+        headers["x-api-key"] = api_key
+    return await client.post(channel_url(base_url, channel_id), content=data, headers=headers)
 
 
 def assert_problem(response: httpx.Response, status: int | tuple[int, ...]) -> dict[str, Any]:
@@ -121,17 +120,25 @@ def alg_none_token(channel_id: str) -> str:
 # --- WebSocket (library client) --------------------------------------------------------------
 
 
+def ws_url(base_url: str, channel_id: str, token: str | None = None) -> str:
+    """The subscribe URL of ``channel_id`` (ws://), with the token in ``?access_token=`` if given."""
+    url = channel_url(base_url.replace("http://", "ws://", 1), channel_id)
+    if token is not None:
+        url += f"?access_token={quote(token, safe='')}"
+    return url
+
+
 @contextlib.asynccontextmanager
 async def subscribe(
-    server: ServerProcess, channel_id: str, token: str, *, header: bool = False
+    base_url: str, channel_id: str, token: str, *, header: bool = False
 ) -> AsyncIterator[ClientConnection]:
     """A subscriber socket: token in ``?access_token=``, or in ``Authorization`` with ``header=True``."""
     kwargs: dict[str, Any] = {"open_timeout": timeout(10), "max_size": None}
     if header:
-        url = ws_url(server, channel_id)
+        url = ws_url(base_url, channel_id)
         kwargs["additional_headers"] = {"Authorization": f"Bearer {token}"}
     else:
-        url = ws_url(server, channel_id, token)
+        url = ws_url(base_url, channel_id, token)
     async with connect(url, **kwargs) as ws:
         yield ws
 
@@ -155,7 +162,7 @@ async def refused_status(url: str, headers: dict[str, str] | None = None) -> int
 
 
 async def closed_with(ws: ClientConnection, seconds: float = 10) -> int | None:
-    """Wait until the server closes ``ws``; return the close code it sent."""
+    """Wait until the server closes ``ws`` (ignoring data frames); return the close code it sent."""
     async with asyncio.timeout(timeout(seconds)):
         try:
             while True:
@@ -169,8 +176,8 @@ async def closed_with(ws: ClientConnection, seconds: float = 10) -> int | None:
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
-def metrics_text(server: ServerProcess, auth: tuple[str, str] | None = None) -> str:
-    response = httpx.get(f"{server.url}/metrics", auth=auth, timeout=timeout(10))
+def metrics_text(base_url: str, auth: tuple[str, str] | None = None) -> str:
+    response = httpx.get(f"{base_url}/metrics", auth=auth, timeout=timeout(10))
     assert response.status_code == 200, response.text
     return response.text
 
@@ -187,8 +194,8 @@ def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> 
     return None
 
 
-def users_connected(server: ServerProcess) -> float:
-    value = metric_value(metrics_text(server), "webchannel_users_connected")
+def users_connected(base_url: str) -> float:
+    value = metric_value(metrics_text(base_url), "webchannel_users_connected")
     assert value is not None, "webchannel_users_connected is missing from /metrics"
     return value
 
@@ -209,26 +216,52 @@ async def eventually(condition: Callable[[], Awaitable[T] | T], seconds: float, 
         await asyncio.sleep(0.05)
 
 
-def settled_users_connected(server: ServerProcess, seconds: float = 10) -> float:
+def settled_users_connected(base_url: str, seconds: float = 10) -> float:
     """``webchannel_users_connected`` once it has stopped moving (earlier tests' sockets may still be
     closing): the same reading five polls in a row, 0.1 s apart."""
     readings: list[float] = []
 
     def settled() -> bool:
-        readings.append(users_connected(server))
+        readings.append(users_connected(base_url))
         return len(readings) >= 5 and len(set(readings[-5:])) == 1
 
     harness.wait_for(settled, seconds, "webchannel_users_connected to settle", interval=0.1)
     return readings[-1]
 
 
-async def gauge_equals(server: ServerProcess, expected: float, seconds: float = 10) -> None:
+async def gauge_equals(base_url: str, expected: float, seconds: float = 10) -> None:
     """Wait until ``webchannel_users_connected`` equals ``expected``."""
     await eventually(
-        lambda: asyncio.to_thread(lambda: users_connected(server) == expected),
+        lambda: asyncio.to_thread(lambda: users_connected(base_url) == expected),
         seconds,
         f"webchannel_users_connected == {expected}",
     )
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def wait_exit(server: ServerProcess, seconds: float) -> int:
+    """Wait for a process expected to exit by itself; kill it (and fail) if it does not."""
+    try:
+        return server.wait_exit(seconds)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(timeout=timeout(5))
+        raise AssertionError(f"process did not exit within {timeout(seconds):.1f}s:\n{server.output()}") from None
+
+
+def non_empty_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def connection_refused(host: str, port: int) -> bool:
+    """True if a TCP connection to ``host:port`` is refused (nothing listening)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout(2)):
+            return False
+    except ConnectionRefusedError:
+        return True
 
 
 # --- raw WebSocket client --------------------------------------------------------------------
@@ -244,15 +277,16 @@ class RawWebSocket:
         self.buffer = b""
 
     @classmethod
-    def open(cls, server: ServerProcess, channel_id: str, token: str) -> RawWebSocket:
-        """Connect and complete the handshake (101 expected)."""
-        sock = socket.create_connection((server.host, server.port), timeout=timeout(10))
+    def open(cls, base_url: str, channel_id: str, token: str) -> RawWebSocket:
+        """Connect to ``base_url`` (``http://host:port``) and complete the handshake (101 expected)."""
+        address = urlsplit(base_url)
+        sock = socket.create_connection((address.hostname, address.port), timeout=timeout(10))
         ws = cls(sock)
         try:
             path = f"{CHANNELS}/{quote(channel_id, safe='')}?access_token={quote(token, safe='')}"
             key = base64.b64encode(os.urandom(16)).decode()
             request = (
-                f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\nUpgrade: websocket\r\n"
+                f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
             )
             sock.sendall(request.encode())
