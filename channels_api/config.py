@@ -151,6 +151,11 @@ class ServerConfig:
         "with 4008 (too slow). At least channel.max_message_size.",
         check=_positive,
     )
+    max_connections: int = setting(
+        10000,
+        "Subscriber sockets one process holds at most; further handshakes are refused (403).",
+        check=_positive,
+    )
     drain_window: float = setting(
         2.0,
         "On SIGTERM, subscriber sockets are closed (1012) spread over this many seconds.",

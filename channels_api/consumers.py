@@ -15,6 +15,7 @@ from django.conf import settings
 from . import metrics
 from .auth import TokenError, bearer_token, verify_token
 from .events import CloseCode, RelayMessage, RelayOverflow
+from .layers import layer_outage
 from .names import InvalidChannelId, group_name, validate_channel_id
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
     return values[0] if values else None
 
 
+_open_sockets = 0
+"""Subscriber sockets open in this process (``server.max_connections`` caps it)."""
+
+
 class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """Relays every message published to a channel as one binary frame with exactly its bytes.
 
@@ -50,6 +55,10 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Verify the token against the path, join the channel's group, accept."""
+        if _open_sockets >= settings.WEBCHANNEL.server.max_connections:
+            metrics.websocket_refused.labels(reason="max_connections").inc()
+            await self.close()
+            return
         try:
             channel_id = validate_channel_id(self.scope["url_route"]["kwargs"]["channel_id"])
             verify_token(token_from_scope(self.scope) or "", channel_id, settings.WEBCHANNEL.secret_keys)
@@ -63,13 +72,14 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
                 await self.channel_layer.group_add(group, self.channel_name)
         except Exception as exc:  # the layer's own errors (Redis down, wedged): tell the client to retry
-            logger.warning("subscribe failed: channel layer unavailable (%s)", type(exc).__name__)
+            layer_outage.failed("subscribe", exc)
             await self.accept()
             await self._close(CloseCode.TRY_AGAIN_LATER)
             return
+        layer_outage.succeeded()
         self.group = group
         await self.accept()
-        metrics.users_connected.inc()
+        self._count_open(+1)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         """Subscriber sockets are receive-only: any data frame closes the connection."""
@@ -78,14 +88,25 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Leave the group and stop."""
-        if self.group is not None:
-            metrics.users_connected.dec()
-            try:
-                await self.channel_layer.group_discard(self.group, self.channel_name)
-            except Exception as exc:  # Redis gone: its subscription dies with the connection
-                logger.debug("group_discard failed: %s", exc)
-            self.group = None
+        await self._leave()
         raise StopConsumer()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._leave()  # also when the consumer crashed or was cancelled
+
+    async def _leave(self) -> None:
+        if self.group is None:
+            return
+        group, self.group = self.group, None
+        self._count_open(-1)
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                await self.channel_layer.group_discard(group, self.channel_name)
+        except Exception as exc:  # Redis gone: its subscription dies with the connection
+            logger.debug("group_discard failed: %s", exc)
 
     async def relay_message(self, event: RelayMessage) -> None:
         """Write one published message, byte for byte, as a binary frame."""
@@ -101,6 +122,12 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         metrics.message_send_errors.inc(event["dropped"])
         logger.info("subscriber too slow: closing with %d, %d messages dropped", CloseCode.TOO_SLOW, event["dropped"])
         await self._close(CloseCode.TOO_SLOW)
+
+    @staticmethod
+    def _count_open(delta: int) -> None:
+        global _open_sockets
+        _open_sockets += delta
+        metrics.users_connected.set(_open_sockets)
 
     async def _close(self, code: CloseCode) -> None:
         if not self.closing:

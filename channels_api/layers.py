@@ -31,6 +31,29 @@ class LayerUnavailable(Exception):
     """The channel layer did not carry a probe message back to this process."""
 
 
+class OutageLog:
+    """Logs a channel-layer outage when it starts and when it ends, not once per request."""
+
+    failing = False
+
+    def failed(self, action: str, exc: BaseException) -> None:
+        if not self.failing:
+            self.failing = True
+            logger.warning(
+                "channel layer unavailable (%s: %s): publishes get 503, subscribes close with 4013 until it is back",
+                action,
+                type(exc).__name__,
+            )
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            logger.warning("channel layer available again")
+
+
+layer_outage = OutageLog()
+
+
 async def round_trip(layer: Any, within: float = READY_TIMEOUT_SECONDS) -> None:
     """Send a probe through ``layer`` as a group message and wait until it comes back here.
 

@@ -46,6 +46,9 @@ def problem_response(problem: Problem) -> HttpResponse:
     )
     for name, value in problem.headers.items():
         response[name] = value
+    # Expected answers, already in the access log: keep django.request from logging each one
+    # (and from a thread hop to do it).
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 

@@ -1,9 +1,9 @@
-"""webchannel's Daphne: the stock server with three fixes, used by ``serve`` and ``runserver``.
+"""webchannel's Daphne, used by ``serve`` and ``runserver``: the stock server, plus
 
-- Empty binary frames: Daphne drops ``websocket.send`` with ``bytes=b""``, but an empty
-  publish is still a message.
-- No 24-hour cut-off: ``websocket_timeout`` is disabled.
-- Graceful drain on SIGTERM/SIGINT: stop listening, close subscriber sockets with 1012
+- the protocols of :mod:`channels_api.protocols` (empty frames, bounded unsent bytes per
+  subscriber, early 413 for oversized bodies);
+- no 24-hour cut-off: ``websocket_timeout`` is disabled;
+- a graceful drain on SIGTERM/SIGINT: stop listening, close subscriber sockets with 1012
   (service restart) spread over ``server.drain_window`` so clients do not all reconnect
   at once, then stop. A second signal stops at once.
 """
@@ -16,11 +16,15 @@ import threading
 import time
 from typing import Any
 
+from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from django.conf import settings
 from twisted.internet import reactor as _reactor
 
+from .config import Config
 from .events import CloseCode
+from .protocols import WebchannelHTTPFactory, WebchannelWebSocketProtocol
 
 logger = logging.getLogger(__name__)
 reactor: Any = _reactor  # the installed asyncio reactor; its interfaces are not typed as an object
@@ -29,42 +33,41 @@ DRAIN_MARGIN_SECONDS = 1.0
 """After the window, time left for close handshakes before the process stops anyway."""
 
 
-class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
-    """Daphne's protocol, except that an empty ``bytes`` payload still sends a frame."""
-
-    def handle_reply(self, message: dict[str, Any]) -> None:
-        if (
-            message.get("type") == "websocket.send"
-            and message.get("bytes") == b""
-            and message.get("text") is None
-            and self.state == self.STATE_OPEN
-        ):
-            self.sendMessage(b"", isBinary=True)
-            return
-        super().handle_reply(message)
-
-
 class WebchannelServer(Server):  # type: ignore[misc]
-    """Daphne's ``Server`` with webchannel's WebSocket protocol and a graceful drain."""
+    """Daphne's ``Server`` with webchannel's protocols, limits and graceful drain."""
 
-    def __init__(self, *args: Any, drain_window: float = 2.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, config: Config | None = None, **kwargs: Any) -> None:
+        config = config or settings.WEBCHANNEL
         kwargs.setdefault("websocket_timeout", -1)
+        kwargs.setdefault("ping_interval", config.server.ping_interval)
+        kwargs.setdefault("ping_timeout", config.server.ping_timeout)
+        # Autobahn applies these to frames we send as well: room for the largest message.
+        kwargs["websocket_max_message_size"] = kwargs["websocket_max_frame_size"] = config.channel.max_message_size
         kwargs["signal_handlers"] = False
         super().__init__(*args, **kwargs)
-        self.drain_window = drain_window
+        self.drain_window = config.server.drain_window
+        self.max_backlog_bytes = config.server.max_backlog_bytes
         self.draining = False
         self.ports: list[Any] = []
         self.listen_failed = False
 
+    # Server.run() builds its factories itself; these setters substitute webchannel's.
     @property
     def ws_factory(self) -> WebSocketFactory:
         return self._ws_factory
 
     @ws_factory.setter
     def ws_factory(self, factory: WebSocketFactory) -> None:
-        # Server.run() builds the factory itself; this is where its protocol is chosen.
         factory.protocol = WebchannelWebSocketProtocol
         self._ws_factory = factory
+
+    @property
+    def http_factory(self) -> HTTPFactory:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: HTTPFactory) -> None:
+        self._http_factory = factory if isinstance(factory, WebchannelHTTPFactory) else WebchannelHTTPFactory(self)
 
     def run(self) -> None:
         # runserver's autoreloader runs the server in a thread, where signals cannot be handled.

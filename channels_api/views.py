@@ -27,7 +27,7 @@ from .auth import (
 )
 from .config import Config
 from .events import relay_message
-from .layers import LayerUnavailable, round_trip
+from .layers import LayerUnavailable, layer_outage, round_trip
 from .names import InvalidChannelId, generate_channel_id, group_name, validate_channel_id
 from .problems import Problem, api_view
 
@@ -125,8 +125,9 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
             PUBLISH_TIMEOUT_SECONDS,
         )
     except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean 503
-        logger.warning("publish failed: channel layer unavailable (%s)", type(exc).__name__)
+        layer_outage.failed("publish", exc)
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the channel layer is unavailable; retry later") from None
+    layer_outage.succeeded()
     metrics.messages_published.inc()
     metrics.messages_published_bytes.inc(len(body))
     response = HttpResponse(status=HTTPStatus.NO_CONTENT)

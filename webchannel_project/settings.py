@@ -54,7 +54,8 @@ if WEBCHANNEL.redis.url:
         "default": {
             "BACKEND": "channels_api.layers.RedisPubSubChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": WEBCHANNEL.redis.url, "socket_connect_timeout": 2}],
+                # health checks PING the pub/sub connection, so a dead one is noticed and redialled
+                "hosts": [{"address": WEBCHANNEL.redis.url, "socket_connect_timeout": 2, "health_check_interval": 10}],
                 "max_backlog_bytes": WEBCHANNEL.server.max_backlog_bytes,
             },
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 from typing import Any
 
 from daphne.endpoints import build_endpoint_description_strings
@@ -15,6 +16,20 @@ from channels_api.logs import log_action
 from channels_api.server import WebchannelServer
 
 logger = logging.getLogger("channels_api")
+
+
+def _raise_open_files_limit(max_connections: int) -> None:
+    """Every subscriber is a file descriptor: lift the soft limit to the hard one, as nginx does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft != resource.RLIM_INFINITY and soft < max_connections + 100:
+        logger.warning(
+            "open-files limit %d is below server.max_connections (%d): raise it (ulimit -n) or lower the setting",
+            soft,
+            max_connections,
+        )
 
 
 class Command(BaseCommand):
@@ -30,6 +45,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = settings.WEBCHANNEL
+        _raise_open_files_limit(config.server.max_connections)
         host, port = parse_listen_address(config.server.listen_address)
         layer = "redis" if config.redis.url else "in-process"
         logger.info("webchannel starting on %s (channel layer: %s)", config.server.listen_address, layer)
@@ -37,12 +53,6 @@ class Command(BaseCommand):
             application=get_default_application(),
             endpoints=build_endpoint_description_strings(host=host, port=port),
             action_logger=log_action if config.server.access_log else None,
-            ping_interval=config.server.ping_interval,
-            ping_timeout=config.server.ping_timeout,
-            # Autobahn applies these to frames we send as well: room for the largest message.
-            websocket_max_message_size=config.channel.max_message_size,
-            websocket_max_frame_size=config.channel.max_message_size,
-            drain_window=config.server.drain_window,
             server_name="webchannel",
         )
         server.run()

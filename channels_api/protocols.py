@@ -1,0 +1,161 @@
+"""Daphne's Twisted protocols with webchannel's limits: what the ASGI interface cannot express.
+
+- :class:`WebchannelWebSocketProtocol` sends empty binary frames (Daphne drops a
+  ``bytes=b""`` send) and bounds what waits unsent for a slow reader.
+- :class:`WebchannelWebRequest` refuses an oversized body from its headers (or, when
+  chunked, as soon as it passes the limit) instead of letting Twisted spool it first, and
+  answers Daphne's own errors in problem+json.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from daphne.http_protocol import HTTPFactory, WebRequest
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import reactor as _reactor
+
+from . import metrics
+from .events import CloseCode
+from .limits import body_limit
+from .problems import PROBLEM_CONTENT_TYPE, problem_body
+
+logger = logging.getLogger(__name__)
+reactor: Any = _reactor
+
+LINGER_SECONDS = 2.0
+"""How long a refused body is still read (and discarded) before the connection is cut."""
+
+
+class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
+    """A subscriber socket whose unsent bytes stay bounded.
+
+    Daphne's ASGI ``send`` never blocks, so frames for a reader that stopped reading would
+    pile up in Twisted's write buffer without limit. This protocol registers itself as the
+    transport's push producer: Twisted calls :meth:`pauseProducing` when its buffer passes
+    its ``bufferSize`` (64 KiB) and :meth:`resumeProducing` once it drained. What is
+    written while paused is counted; past ``server.max_backlog_bytes`` the socket is closed
+    with 4008 (too slow) and aborted if the peer does not answer within a second.
+    """
+
+    paused = False
+    unsent_while_paused = 0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # The HTTP channel that handed over this connection is still its producer.
+        self.transport.unregisterProducer()
+        self.transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        # Twisted calls this on every write while its buffer is full, not only the first time.
+        if not self.paused:
+            self.paused = True
+            self.unsent_while_paused = 0
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.paused = False
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "websocket.send":
+            super().handle_reply(message)
+            return
+        if self.state != self.STATE_OPEN:
+            return  # closing or closed: the disconnect event is on its way to the application
+        payload = message.get("bytes")
+        if payload is None:
+            payload = (message.get("text") or "").encode("utf-8")
+            binary = False
+        else:
+            binary = True
+        self.sendMessage(payload, isBinary=binary)  # also when empty, unlike Daphne
+        if self.paused:
+            self.unsent_while_paused += len(payload)
+            if self.unsent_while_paused > self.server.max_backlog_bytes:
+                self._close_too_slow()
+
+    def _close_too_slow(self) -> None:
+        logger.info("subscriber %s too slow: closing with %d", self.client_addr, CloseCode.TOO_SLOW)
+        metrics.websocket_closed.labels(code=str(int(CloseCode.TOO_SLOW))).inc()
+        # The close frame waits behind the stalled data; autobahn aborts the connection
+        # when the close handshake times out (closeHandshakeTimeout, 1 s).
+        self.sendCloseFrame(code=int(CloseCode.TOO_SLOW), reasonUtf8=b"too slow")
+
+
+class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
+    """An HTTP request that never holds more body than the limit for its method and path."""
+
+    refused = False
+    body_received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        self.body_limit = body_limit(_text(self.channel, "_command"), _text(self.channel, "_path"))
+        if length is not None and length > self.body_limit:
+            self._refuse_too_large()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
+            return  # discarded
+        self.body_received += len(data)
+        if self.body_received > self.body_limit:
+            self._refuse_too_large()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.refused:
+            self.channel.transport.loseConnection()  # the refused body has been read to its end
+        else:
+            super().requestReceived(command, path, version)
+
+    def _refuse_too_large(self) -> None:
+        """Answer 413 at once; then read and discard the rest for a moment, and close.
+
+        The discarding ("lingering close", as nginx does) lets a client that is still
+        sending read the 413 instead of a connection reset; nothing is kept.
+        """
+        self.refused = True
+        # allHeadersReceived would otherwise answer "Expect: 100-continue" after the 413.
+        self.requestHeaders.removeHeader(b"expect")
+        body = problem_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body must be at most {self.body_limit} bytes")
+        head = (
+            f"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        transport = self.channel.transport
+        transport.write(head.encode("ascii") + body)
+        reactor.callLater(LINGER_SECONDS, transport.abortConnection)
+
+    def basic_error(self, status: int, status_text: bytes, body: str) -> None:
+        """Daphne's own errors (bad header, bad path), as problem+json like every other error."""
+        document = problem_body(HTTPStatus(status), body)
+        self.handle_reply(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", PROBLEM_CONTENT_TYPE.encode())],
+            }
+        )
+        self.handle_reply({"type": "http.response.body", "body": document})
+
+
+def _text(channel: Any, name: str) -> str:
+    # HTTPChannel keeps the request line in these until the body is complete.
+    value = getattr(channel, name, b"")
+    return value.decode("latin-1") if isinstance(value, bytes) else ""
+
+
+class WebchannelHTTPFactory(HTTPFactory):  # type: ignore[misc]
+    """Daphne's HTTP factory, building :class:`WebchannelWebRequest` requests."""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = WebchannelWebRequest
+        return protocol
