@@ -96,7 +96,10 @@ def api_key_matches(presented: str | None, keys: Iterable[str]) -> bool:
     if not presented:
         return False
     # Header values reach Django decoded as latin-1; back to the bytes the client sent.
-    candidate = presented.encode("latin-1", errors="replace")
+    try:
+        candidate = presented.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(candidate, key.encode("utf-8"))

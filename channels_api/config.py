@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import math
 import re
 import secrets
@@ -62,6 +63,15 @@ def _non_negative(value: float) -> float:
     return value
 
 
+MAX_TTL_SECONDS = 10 * 366 * 24 * 3600
+
+
+def _ttl(value: int) -> int:
+    if not 0 < value <= MAX_TTL_SECONDS:
+        raise ValueError(f"expected seconds from 1 to {MAX_TTL_SECONDS} (10 years)")
+    return value
+
+
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
 
@@ -105,9 +115,22 @@ def _listen_address(text: str) -> str:
 
 
 def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    """Only what a browser sends in ``Origin``: scheme, host, optional valid port."""
     for origin in origins:
         parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path or parts.query:
+        try:
+            parts.port  # noqa: B018  (raises for a port out of range)
+        except ValueError:
+            parts = parts._replace(netloc="")
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or "#" in origin
+            or "@" in parts.netloc
+        ):
             raise ValueError(f"expected origins like https://app.example.com, got {origin!r}")
     return origins
 
@@ -185,7 +208,7 @@ class ChannelConfig:
         check=_api_keys,
         secret=True,
     )
-    ttl: int = setting(3600, "Token lifetime in seconds.", check=_positive)
+    ttl: int = setting(3600, "Token lifetime in seconds (at most 10 years).", check=_ttl)
     max_message_size: int = setting(524288, "Largest published message in bytes; larger gets 413.", check=_positive)
 
 
@@ -214,8 +237,8 @@ class MetricsConfig:
 class LogConfig:
     """Levels from ``WC_LOG`` (env_logger syntax): a default and per-logger overrides."""
 
-    level: str = DEFAULT_LOG_LEVEL
-    loggers: tuple[tuple[str, str], ...] = ()
+    level: str | int = DEFAULT_LOG_LEVEL
+    loggers: tuple[tuple[str, str | int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -329,6 +352,10 @@ def _split_list(text: str) -> tuple[str, ...]:
 
 def _from_env(key: Key, text: str) -> Any:
     kind = key.kind
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # os.environ keeps undecodable bytes as lone surrogates
+        raise ValueError("expected UTF-8 text") from None
     if kind is str:
         return text
     if kind == str | None:
@@ -372,24 +399,30 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
-def _file_values(path: str, by_name: Mapping[str, Key]) -> dict[str, Any]:
+Values = dict[str, tuple[Any, str]]
+"""Dotted key -> (value, where it was set: a file path or an environment variable)."""
+
+
+def _file_values(path: str, by_name: Mapping[str, Key]) -> Values:
     values = {}
     for section, table in _read_file(path).items():
         if section not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+            raise ConfigError(f"{path}: unknown section {section!r} (known: {', '.join(SECTIONS)})")
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section}: expected a [{section}] table")
         for name, raw in table.items():
             key = by_name.get(f"{section}.{name}")
             if key is None:
-                raise ConfigError(f"{path}: unknown key {section}.{name}")
-            values[key.dotted] = _apply(key, raw, f"{path}: {key.dotted}", _from_toml)
+                raise ConfigError(f"{path}: unknown key {f'{section}.{name}'!r}")
+            values[key.dotted] = (_apply(key, raw, f"{path}: {key.dotted}", _from_toml), path)
     return values
 
 
-def _env_values(environ_: Mapping[str, str], by_name: Mapping[str, Key]) -> dict[str, Any]:
+def _env_values(environ_: Mapping[str, str], by_name: Mapping[str, Key]) -> Values:
     by_env = {key.env_name: key for key in by_name.values()}
     values = {}
     for env_name in sorted(environ_):
@@ -397,12 +430,15 @@ def _env_values(environ_: Mapping[str, str], by_name: Mapping[str, Key]) -> dict
             continue
         key = by_env.get(env_name)
         if key is None:
-            raise ConfigError(f"{env_name}: unknown configuration variable")
-        values[key.dotted] = _apply(key, environ_[env_name], env_name, _from_env)
+            raise ConfigError(f"{env_name!r}: unknown configuration variable")
+        values[key.dotted] = (_apply(key, environ_[env_name], env_name, _from_env), env_name)
     return values
 
 
-_LEVELS = {
+LEVEL_OFF = logging.CRITICAL + 10
+"""``off``: above every level, so nothing is logged."""
+
+_LEVELS: dict[str, str | int] = {
     "trace": "DEBUG",
     "debug": "DEBUG",
     "info": "INFO",
@@ -410,15 +446,15 @@ _LEVELS = {
     "warning": "WARNING",
     "error": "ERROR",
     "critical": "CRITICAL",
-    "off": "CRITICAL",
+    "off": LEVEL_OFF,
 }
 _LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def parse_log_spec(text: str) -> LogConfig:
     """Parse ``WC_LOG`` like env_logger: ``debug`` or ``channels_api=debug,django=warning``."""
-    level = DEFAULT_LOG_LEVEL
-    loggers: list[tuple[str, str]] = []
+    level: str | int = DEFAULT_LOG_LEVEL
+    loggers: list[tuple[str, str | int]] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
@@ -445,36 +481,43 @@ def load_config(path: str | None, environ_: Mapping[str, str]) -> Config:
     """
     path = path or environ_.get(ENV_CONFIG_FILE) or None
     by_name = {key.dotted: key for key in keys()}
-    values: dict[str, Any] = {}
+    values: Values = {}
     if path:
         values.update(_file_values(path, by_name))
     values.update(_env_values(environ_, by_name))
     log = parse_log_spec(environ_.get(ENV_LOG, ""))
     sections = {
-        name: cls(**{k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")})
+        name: cls(**{k.split(".", 1)[1]: v for k, (v, _) in values.items() if k.startswith(name + ".")})
         for name, cls in SECTIONS.items()
     }
     config = Config(**sections, log=log, source=path)
-    _check_together(config)
+    _check_together(config, {dotted: where for dotted, (_, where) in values.items()})
     return _fill_secrets(config)
 
 
-def _check_together(config: Config) -> None:
-    """Rules that involve more than one key."""
-    where = config.source or "configuration"
+def _check_together(config: Config, sources: Mapping[str, str]) -> None:
+    """Rules that involve more than one key; errors name where the deciding keys were set."""
+
+    def where(*dotted: str) -> str:
+        return ", ".join(dict.fromkeys(sources[k] for k in dotted if k in sources)) or "configuration"
+
     if config.redis.url and not config.channel.secret_key:
         raise ConfigError(
-            f"{where}: channel.secret_key must be set when redis.url is set "
+            f"{where('redis.url')}: channel.secret_key must be set when redis.url is set "
             "(every process must sign and verify tokens with the same secret)"
         )
     if config.server.max_backlog_bytes < config.channel.max_message_size:
         raise ConfigError(
-            f"{where}: server.max_backlog_bytes ({config.server.max_backlog_bytes}) must be at least "
-            f"channel.max_message_size ({config.channel.max_message_size})"
+            f"{where('server.max_backlog_bytes', 'channel.max_message_size')}: server.max_backlog_bytes "
+            f"({config.server.max_backlog_bytes}) must be at least channel.max_message_size "
+            f"({config.channel.max_message_size})"
         )
     metrics = config.metrics
     if metrics.auth_enabled and not (metrics.auth_username and metrics.auth_password):
-        raise ConfigError(f"{where}: metrics.auth_enabled needs metrics.auth_username and metrics.auth_password")
+        raise ConfigError(
+            f"{where('metrics.auth_enabled')}: metrics.auth_enabled needs metrics.auth_username and "
+            "metrics.auth_password"
+        )
 
 
 def _fill_secrets(config: Config) -> Config:
@@ -497,8 +540,8 @@ def config_file_from_argv(argv: Sequence[str]) -> str | None:
     for i, arg in enumerate(args):
         if arg in ("-c", "--config-file") and i + 1 < len(args):
             return args[i + 1]
-        if arg.startswith("--config-file="):
-            return arg.split("=", 1)[1]
+        if arg.startswith(("--config-file=", "-c=")):
+            return arg.split("=", 1)[1]  # as argparse reads them
         if arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--"):
             return arg[2:]
     return None

@@ -5,17 +5,28 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 from .config import LogConfig
 
 access_logger = logging.getLogger("webchannel.access")
 
-_SECRET_QUERY_VALUE = re.compile(r"(?i)((?:^|[?&;])(?:access_token|token|api_key|x-api-key)=)[^&;#]*")
+SECRET_QUERY_NAMES = frozenset({"access_token", "token", "api_key", "x-api-key"})
+_QUERY_PARAM = re.compile(r"([?&;])([^&;#=]*)=([^&;#]*)")
 
 
 def redact_path(path: str) -> str:
-    """``path`` with the values of token-bearing query parameters replaced by ``[redacted]``."""
-    return _SECRET_QUERY_VALUE.sub(r"\1[redacted]", path)
+    """``path`` with the values of token-bearing query parameters replaced by ``[redacted]``.
+
+    Names are compared as a server reads them: percent-decoded, ``+`` as space, any case.
+    """
+
+    def redact(match: re.Match[str]) -> str:
+        name = unquote_plus(match.group(2)).strip().lower()
+        return f"{match.group(1)}{match.group(2)}=[redacted]" if name in SECRET_QUERY_NAMES else match.group(0)
+
+    head, sep, query = path.partition("?")
+    return head + sep + _QUERY_PARAM.sub(redact, "?" + query)[1:] if sep else path
 
 
 def logging_settings(log: LogConfig) -> dict[str, Any]:
