@@ -9,6 +9,19 @@ from django.conf import settings
 logger = logging.getLogger("channels_api")
 
 
+def _disconnect_unused_request_signals() -> None:
+    """This service has no database and no cache; their per-request housekeeping is sync code
+    that Django runs through a thread hand-off on every ASGI request."""
+    from django.core import signals
+    from django.core.cache import close_caches
+    from django.db import close_old_connections, reset_queries
+
+    signals.request_started.disconnect(reset_queries)
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_caches)
+
+
 class ChannelsApiConfig(AppConfig):
     """The webchannel app."""
 
@@ -20,6 +33,8 @@ class ChannelsApiConfig(AppConfig):
         import jwt
 
         from . import checks  # noqa: F401  (registers the system checks)
+
+        _disconnect_unused_request_signals()
 
         warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
         config = settings.WEBCHANNEL

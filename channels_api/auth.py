@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from collections.abc import Iterable, Sequence
@@ -61,6 +62,19 @@ def verify_token(token: str, channel_id: str, secrets: Sequence[str]) -> dict[st
 
 
 def _decode(token: str, secrets: Sequence[str]) -> dict[str, Any]:
+    claims = _decode_verified(token, tuple(secrets))
+    # A cached token was valid when first seen; its expiry still has to be checked each time.
+    if int(claims["exp"]) + LEEWAY_SECONDS < time.time():
+        raise InvalidToken("token expired")
+    return claims
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_verified(token: str, secrets: tuple[str, ...]) -> dict[str, Any]:
+    """PyJWT's full verification, once per token: publishers reuse a token for many messages.
+
+    Only successes are cached (exceptions are not), and callers must not mutate the claims.
+    """
     for secret in secrets:
         try:
             return jwt.decode(

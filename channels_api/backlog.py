@@ -32,7 +32,10 @@ class Backlog:
         self._items: deque[tuple[Any, int]] = deque()
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._drained_below = 0
         self._reported = False
+        self.closed = False
         self.overflowed = False
         self.dropped = 0
 
@@ -54,6 +57,7 @@ class Backlog:
             self.dropped = len(self._items) + 1
             self._items.clear()
             self._bytes = 0
+            self._wake_drained()
         else:
             self._items.append((item, size))
             self._bytes += size
@@ -71,6 +75,28 @@ class Backlog:
         if self._items:
             item, size = self._items.popleft()
             self._bytes -= size
+            if self._drained is not None and len(self._items) <= self._drained_below:
+                self._wake_drained()
             return item
         self._reported = True
         return OVERFLOWED
+
+    async def drained(self, at_most: int) -> None:
+        """Wait until at most ``at_most`` items are pending (the consumer caught up), or it is gone."""
+        if len(self._items) <= at_most or self.overflowed or self.closed:
+            return
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+        self._drained_below = at_most
+        await asyncio.shield(self._drained)  # several publishers may wait; a timeout cancels only its own
+
+    def close(self) -> None:
+        """The consumer is gone: release whoever waits for it to drain."""
+        self.closed = True
+        self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        if self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None

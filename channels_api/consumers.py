@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import metrics
@@ -48,13 +49,31 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     with HTTP 403. After accept the server closes only with a :class:`CloseCode`:
     4003 when the client sends data, 4008 when it falls behind, 4013 when the channel
     layer is unavailable.
+
+    Channels' consumer loop starts a task per message and waits on the client and the
+    layer together; here the client's events are read in ``__call__`` and the layer's
+    messages by one relay task started after accept, so a message never reaches a socket
+    that is not open, and a delivery costs no task. The handlers keep channels' shape.
     """
 
     group: str | None = None
     closing = False
+    relay: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.channel_layer = get_channel_layer()
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            await self._leave()  # also when the consumer crashed or was cancelled
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
-        """Verify the token against the path, join the channel's group, accept."""
+        """Verify the token against the path, join the channel's group, accept, start relaying."""
         if _open_sockets >= settings.WEBCHANNEL.server.max_connections:
             metrics.websocket_refused.labels(reason="max_connections").inc()
             await self.close()
@@ -68,11 +87,13 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close()
             return
         group = group_name(channel_id)
+        self.channel_name = await self.channel_layer.new_channel()
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
                 await self.channel_layer.group_add(group, self.channel_name)
         except Exception as exc:  # the layer's own errors (Redis down, wedged): tell the client to retry
             layer_outage.failed("subscribe", exc)
+            self.channel_layer.forget_channel(self.channel_name)
             await self.accept()
             await self._close(CloseCode.TRY_AGAIN_LATER)
             return
@@ -80,6 +101,23 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.group = group
         await self.accept()
         self._count_open(+1)
+        self.relay = asyncio.create_task(self._relay())
+
+    async def _relay(self) -> None:
+        """Hand each message of the channel to its handler, in order, until the socket goes."""
+        receive, channel = self.channel_layer.receive, self.channel_name
+        try:
+            while True:
+                event = await receive(channel)
+                if event["type"] == "relay.message":  # the hot path, without handler lookup
+                    await self.relay_message(event)
+                else:
+                    await self.dispatch(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("relay failed; closing the subscriber")
+            await self._close(CloseCode.INTERNAL_ERROR)
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         """Subscriber sockets are receive-only: any data frame closes the connection."""
@@ -88,16 +126,12 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Leave the group and stop."""
-        await self._leave()
         raise StopConsumer()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._leave()  # also when the consumer crashed or was cancelled
-
     async def _leave(self) -> None:
+        if self.relay is not None:
+            self.relay.cancel()  # the layer forgets the channel when its receive is cancelled
+            self.relay = None
         if self.group is None:
             return
         group, self.group = self.group, None
@@ -113,9 +147,9 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if self.closing:
             return
         data = event["data"]
-        await self.send(bytes_data=data)
-        metrics.messages_sent.inc()
-        metrics.messages_sent_bytes.inc(len(data))
+        await self.base_send({"type": "websocket.send", "bytes": data})
+        metrics.deliveries.sent += 1
+        metrics.deliveries.sent_bytes += len(data)
 
     async def relay_overflow(self, event: RelayOverflow) -> None:
         """The backlog passed its bound: close as too slow rather than skip messages silently."""

@@ -47,5 +47,7 @@ class CloseCode(IntEnum):
     """The client sent a data frame; subscriber sockets are receive-only (cf. 1003)."""
     TOO_SLOW = 4008
     """The subscriber fell more than ``server.max_backlog_bytes`` behind (cf. 1008)."""
+    INTERNAL_ERROR = 4011
+    """Relaying to this subscriber failed unexpectedly (cf. 1011); logged with its traceback."""
     TRY_AGAIN_LATER = 4013
     """The channel layer (Redis) is unavailable: reconnect with backoff (cf. 1013)."""

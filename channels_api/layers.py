@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from channels.layers import BaseChannelLayer
@@ -24,11 +25,32 @@ from .events import MESSAGE_OVERHEAD_BYTES, relay_overflow
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BACKLOG_BYTES = 4 * 1024 * 1024
+PRESSURE_MESSAGES = 8
+"""A publish waits while one of the channel's local subscribers has more than this pending..."""
+DRAINED_MESSAGES = 2
+"""...until it is down to this many: publishers slow to the pace of delivery (issue 4 §4)."""
 READY_TIMEOUT_SECONDS = 2.0
+PRESSURE_WAIT_SECONDS = 2.0
 
 
 class LayerUnavailable(Exception):
     """The channel layer did not carry a probe message back to this process."""
+
+
+async def wait_for_subscribers(backlogs: Iterable[Backlog | None]) -> None:
+    """Backpressure toward publishers: wait while the fullest local backlog is long.
+
+    A backlog grows only when this process hands messages to sockets slower than they are
+    published (a slow *reader* fills Twisted's buffer instead, see ``protocols``), so
+    making the publisher wait keeps latency low and no subscriber is cut off as "slow"
+    merely because the server was busy. Bounded, so a stuck consumer cannot stall publishers.
+    """
+    fullest = max((b for b in backlogs if b is not None), key=len, default=None)
+    if fullest is None or len(fullest) <= PRESSURE_MESSAGES:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(PRESSURE_WAIT_SECONDS):
+            await fullest.drained(DRAINED_MESSAGES)
 
 
 class OutageLog:
@@ -130,7 +152,9 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
 
     def forget_channel(self, channel: str) -> None:
         """Drop a channel's backlog and memberships (its consumer is gone)."""
-        self._backlogs.pop(channel, None)
+        backlog = self._backlogs.pop(channel, None)
+        if backlog is not None:
+            backlog.close()
         for group in self._memberships.pop(channel, ()):
             self._discard(group, channel)
 
@@ -158,6 +182,10 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         self.require_valid_group_name(group)
         for channel in self._groups.get(group, ()):
             self._backlog(channel).put_nowait(message)
+
+    async def backpressure(self, group: str) -> None:
+        """Wait while a subscriber of ``group`` lags (see :func:`wait_for_subscribers`)."""
+        await wait_for_subscribers(self._backlogs.get(channel) for channel in self._groups.get(group, ()))
 
     async def flush(self) -> None:
         self._backlogs.clear()
@@ -201,28 +229,48 @@ class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
         self._shards: list[_RedisShard] = [_RedisShard(shard.host, self) for shard in self._shards]
 
     async def _subscribe_to_channel(self, channel: str) -> None:
-        self.channels[channel] = Backlog(self._max_backlog_bytes, lambda data: MESSAGE_OVERHEAD_BYTES + len(data))
+        self.channels[channel] = Backlog(self._max_backlog_bytes, _message_size)
 
     async def receive(self, channel: str) -> dict[str, Any]:
         if channel not in self.channels:
             await self._subscribe_to_channel(channel)
         backlog = self.channels[channel]
         try:
-            data = await backlog.get()
+            message = await backlog.get()
         except asyncio.CancelledError:
             self.forget_channel(channel)
             raise
-        if data is OVERFLOWED:
-            return relay_overflow(backlog.dropped)  # type: ignore[return-value]
-        return self.channel_layer.deserialize(data)  # type: ignore[no-any-return]
+        return relay_overflow(backlog.dropped) if message is OVERFLOWED else message  # type: ignore[return-value]
+
+    async def backpressure(self, group: str) -> None:
+        """Wait while a local subscriber of ``group`` lags (see :func:`wait_for_subscribers`)."""
+        members = self.groups.get(self._get_group_channel_name(group), ())
+        await wait_for_subscribers(self.channels.get(channel) for channel in members)
 
     def forget_channel(self, channel: str) -> None:
         """Drop a channel's backlog (its consumer is gone); group_discard leaves Redis groups."""
-        self.channels.pop(channel, None)
+        backlog = self.channels.pop(channel, None)
+        if backlog is not None:
+            backlog.close()
 
 
 class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
-    """A shard whose receive loop reports an outage once, not with a traceback a second."""
+    """A shard that decodes each message once for all local subscribers, and whose receive
+    loop reports an outage once, not with a traceback a second."""
+
+    def _receive_message(self, message: dict[str, Any] | None) -> None:
+        if message is None:
+            return
+        name = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+        layer = self.channel_layer
+        targets = (name,) if name in layer.channels else layer.groups.get(name, ())
+        if not targets:
+            return
+        event = layer.channel_layer.deserialize(message["data"])
+        for channel in targets:
+            backlog = layer.channels.get(channel)
+            if backlog is not None:
+                backlog.put_nowait(event)
 
     async def _do_receiving(self) -> None:
         failing = False

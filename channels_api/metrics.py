@@ -1,14 +1,36 @@
 """Prometheus metrics, declared once. HTTP responses by view and status come from django-prometheus."""
 
-from prometheus_client import Counter, Gauge, disable_created_metrics
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily
 
 # The *_created series double the scrape for no use here.
 disable_created_metrics()
 
 messages_published = Counter("webchannel_messages_published", "Messages accepted by POST /webchannel/v1/channels/{id}.")
 messages_published_bytes = Counter("webchannel_messages_published_bytes", "Payload bytes of accepted messages.")
-messages_sent = Counter("webchannel_messages_sent", "Frames written to subscriber sockets.")
-messages_sent_bytes = Counter("webchannel_messages_sent_bytes", "Payload bytes written to subscribers.")
+
+
+class Deliveries:
+    """Per-delivery counts as plain integers, read when /metrics is scraped.
+
+    A fan-out counts once per subscriber per message; a ``Counter.inc`` takes a lock each
+    time. Everything that touches these runs on the event loop, so no lock is needed.
+    """
+
+    sent = 0
+    sent_bytes = 0
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("webchannel_messages_sent", "Frames written to subscriber sockets.", self.sent)
+        yield CounterMetricFamily(
+            "webchannel_messages_sent_bytes", "Payload bytes written to subscribers.", self.sent_bytes
+        )
+
+
+deliveries = Deliveries()
+REGISTRY.register(deliveries)  # type: ignore[arg-type]
 message_send_errors = Counter(
     "webchannel_message_send_errors",
     "Messages a subscriber did not get: discarded by an overflowing backlog or failed sends.",

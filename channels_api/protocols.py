@@ -1,7 +1,8 @@
 """Daphne's Twisted protocols with webchannel's limits: what the ASGI interface cannot express.
 
 - :class:`WebchannelWebSocketProtocol` sends empty binary frames (Daphne drops a
-  ``bytes=b""`` send) and bounds what waits unsent for a slow reader.
+  ``bytes=b""`` send), bounds what waits unsent for a slow reader, and writes a message
+  framed once for all subscribers, straight to the socket when nothing is queued.
 - :class:`WebchannelWebRequest` refuses an oversized body from its headers (or, when
   chunked, as soon as it passes the limit) instead of letting Twisted spool it first, and
   answers Daphne's own errors in problem+json.
@@ -10,12 +11,14 @@
 from __future__ import annotations
 
 import logging
+import struct
 from http import HTTPStatus
 from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor as _reactor
+from twisted.internet import tcp
 
 from . import metrics
 from .events import CloseCode
@@ -68,16 +71,40 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         if self.state != self.STATE_OPEN:
             return  # closing or closed: the disconnect event is on its way to the application
         payload = message.get("bytes")
+        binary = payload is not None
         if payload is None:
             payload = (message.get("text") or "").encode("utf-8")
-            binary = False
+        if self._perMessageCompress is not None or self.send_queue:
+            self.sendMessage(payload, isBinary=binary)  # autobahn's general path
         else:
-            binary = True
-        self.sendMessage(payload, isBinary=binary)  # also when empty, unlike Daphne
+            self._write(_frame(payload, binary))  # also when empty, unlike Daphne
         if self.paused:
             self.unsent_while_paused += len(payload)
             if self.unsent_while_paused > self.server.max_backlog_bytes:
                 self._close_too_slow()
+
+    def _write(self, data: bytes) -> None:
+        """Send now when nothing is waiting, else queue behind what is (Twisted's buffer).
+
+        Twisted always buffers and waits for the next writable event, which costs two
+        selector updates per write; a fan-out writes once to each of many sockets.
+        """
+        transport = self.transport
+        if (
+            type(transport) is not tcp.Server
+            or transport._tempDataLen
+            or transport.offset != len(transport.dataBuffer)
+            or not transport.connected
+            or transport.disconnecting
+        ):
+            transport.write(data)
+            return
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # would block, or the peer is gone: Twisted's path handles both
+            sent = 0
+        if sent < len(data):
+            transport.write(data[sent:] if sent else data)
 
     def _close_too_slow(self) -> None:
         logger.info("subscriber %s too slow: closing with %d", self.client_addr, CloseCode.TOO_SLOW)
@@ -85,6 +112,32 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         # The close frame waits behind the stalled data; autobahn aborts the connection
         # when the close handshake times out (closeHandshakeTimeout, 1 s).
         self.sendCloseFrame(code=int(CloseCode.TOO_SLOW), reasonUtf8=b"too slow")
+
+
+_last_frame: tuple[bytes, bool, bytes] = (b"", True, b"\x82\x00")
+
+
+def _frame(payload: bytes, binary: bool) -> bytes:
+    """The unmasked, final WebSocket frame for ``payload``.
+
+    Every subscriber of a channel gets the same payload object in turn, so the last frame
+    is kept: a fan-out frames (and copies) each message once, not once per subscriber.
+    """
+    global _last_frame
+    last_payload, last_binary, frame = _last_frame
+    if payload is last_payload and binary is last_binary:
+        return frame
+    size = len(payload)
+    first = 0x82 if binary else 0x81
+    if size < 126:
+        head = bytes((first, size))
+    elif size < 65536:
+        head = struct.pack("!BBH", first, 126, size)
+    else:
+        head = struct.pack("!BBQ", first, 127, size)
+    frame = head + payload
+    _last_frame = (payload, binary, frame)
+    return frame
 
 
 class WebchannelWebRequest(WebRequest):  # type: ignore[misc]

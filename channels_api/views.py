@@ -119,17 +119,18 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     channel_id = _path_channel_id(channel_id)
     _require_publisher(request, channel_id)
     body = request.body
+    layer = get_channel_layer()
+    group = group_name(channel_id)
     try:
-        await asyncio.wait_for(
-            get_channel_layer().group_send(group_name(channel_id), relay_message(body)),
-            PUBLISH_TIMEOUT_SECONDS,
-        )
+        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+            await layer.group_send(group, relay_message(body))
     except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean 503
         layer_outage.failed("publish", exc)
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the channel layer is unavailable; retry later") from None
     layer_outage.succeeded()
     metrics.messages_published.inc()
     metrics.messages_published_bytes.inc(len(body))
+    await layer.backpressure(group)  # answer no faster than this process delivers
     response = HttpResponse(status=HTTPStatus.NO_CONTENT)
     del response["Content-Type"]  # there is no content
     return response

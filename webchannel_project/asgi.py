@@ -7,9 +7,10 @@ under Daphne (it adds empty-frame delivery and a graceful drain).
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchannel_project.settings")
+
+from channels_api.handler import get_asgi_application  # noqa: E402
+
 django_application = get_asgi_application()  # sets Django up before the imports below
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

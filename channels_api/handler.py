@@ -1,0 +1,62 @@
+"""Django's ASGI handler, lean for a small JSON/bytes API: no thread hand-off per request.
+
+Django's own ``ASGIHandler`` runs ``response.close()`` through ``sync_to_async`` inside a
+``ThreadSensitiveContext`` (a new thread per request), spools every body into a
+``SpooledTemporaryFile`` and races each request against a disconnect listener task.
+Here, bodies are already bounded by :mod:`channels_api.limits`, no view streams, and
+nothing (no database, no cache, no file response) needs closing in a thread.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import django
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.urls import set_script_prefix
+
+
+class WebchannelASGIHandler(ASGIHandler):  # type: ignore[misc]
+    """Serve one HTTP request through Django's middleware and views, on the event loop only."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}")
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        await signals.request_started.asend(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            assert error_response is not None
+            response = error_response
+        else:
+            response = await self.run_get_response(request)
+        await self.send_response(response, send)
+        response.close()  # sends request_finished; nothing here needs a thread
+        body_file.close()
+
+    async def read_body(self, receive: Any) -> io.BytesIO:
+        """The whole body in memory: :class:`~channels_api.limits.BodyLimitMiddleware` bounds it."""
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestAborted()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return io.BytesIO(b"".join(chunks))
+
+
+def get_asgi_application() -> WebchannelASGIHandler:
+    """Like ``django.core.asgi.get_asgi_application``, with the lean handler."""
+    django.setup(set_prefix=False)
+    return WebchannelASGIHandler()
