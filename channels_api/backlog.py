@@ -26,6 +26,20 @@ class Backlog:
     ``dropped``. Memory stays bounded and the subscriber learns it lost messages.
     """
 
+    __slots__ = (
+        "_bytes",
+        "_drained",
+        "_drained_below",
+        "_items",
+        "_max_bytes",
+        "_reported",
+        "_size_of",
+        "_waiter",
+        "closed",
+        "dropped",
+        "overflowed",
+    )  # one per subscriber: no per-instance dict
+
     def __init__(self, max_bytes: int, size_of: Callable[[Any], int]) -> None:
         self._max_bytes = max_bytes
         self._size_of = size_of

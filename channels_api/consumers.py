@@ -57,6 +57,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """
 
     group: str | None = None
+    channel_name = ""
     closing = False
     relay: asyncio.Task[None] | None = None
 
@@ -86,21 +87,22 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.debug("subscribe refused: %s", exc)
             await self.close()
             return
-        group = group_name(channel_id)
+        # Counted from here, before the first await, so concurrent handshakes cannot all
+        # pass the max_connections check while group_add waits for Redis.
+        self.group = group_name(channel_id)
+        self._count_open(+1)
         self.channel_name = await self.channel_layer.new_channel()
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
-                await self.channel_layer.group_add(group, self.channel_name)
+                await self.channel_layer.group_add(self.group, self.channel_name)
         except Exception as exc:  # the layer's own errors (Redis down, wedged): tell the client to retry
             layer_outage.failed("subscribe", exc)
-            self.channel_layer.forget_channel(self.channel_name)
+            await self._leave()
             await self.accept()
             await self._close(CloseCode.TRY_AGAIN_LATER)
             return
         layer_outage.succeeded()
-        self.group = group
         await self.accept()
-        self._count_open(+1)
         self.relay = asyncio.create_task(self._relay())
 
     async def _relay(self) -> None:
@@ -136,6 +138,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         group, self.group = self.group, None
         self._count_open(-1)
+        self.channel_layer.forget_channel(self.channel_name)
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
                 await self.channel_layer.group_discard(group, self.channel_name)

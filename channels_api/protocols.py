@@ -15,10 +15,13 @@ import struct
 from http import HTTPStatus
 from typing import Any
 
+from autobahn.websocket.protocol import TrafficStats
+from autobahn.websocket.utf8validator import Utf8Validator
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor as _reactor
 from twisted.internet import tcp
+from twisted.web import http
 
 from . import metrics
 from .events import CloseCode
@@ -30,6 +33,11 @@ reactor: Any = _reactor
 
 LINGER_SECONDS = 2.0
 """How long a refused body is still read (and discarded) before the connection is cut."""
+
+
+_FACTORY_OPTIONS = frozenset(WebSocketProtocol.CONFIG_ATTRS)
+_TRAFFIC_STATS = TrafficStats()
+"""One for all connections: autobahn counts into it, nobody reads it."""
 
 
 class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
@@ -45,6 +53,41 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
 
     paused = False
     unsent_while_paused = 0
+
+    # Autobahn's _connectionMade sets these on every connection; shared defaults cost nothing.
+    _perMessageCompress = None
+    trackedTimings = None
+    send_queue: Any = ()  # only chopped or "sync" sends queue, and nothing here sends those
+    triggered = False
+    data = b""
+    wasMaxFramePayloadSizeExceeded = wasMaxMessagePayloadSizeExceeded = False
+    closedByMe = failedByMe = droppedByMe = wasClean = False
+    wasNotCleanReason = None
+    wasServerConnectionDropTimeout = wasOpenHandshakeTimeout = wasCloseHandshakeTimeout = False
+    wasServingFlashSocketPolicyFile = False
+    localCloseCode = localCloseReason = remoteCloseCode = remoteCloseReason = None
+    openHandshakeTimeoutCall = closeHandshakeTimeoutCall = None
+    autoPingTimeoutCall = autoPingPending = autoPingPendingCall = autoPingPendingSent = None
+    autoPingPendingSeq = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # Autobahn reads its options from the connection; they are the factory's.
+        if name in _FACTORY_OPTIONS:
+            return getattr(self.factory, name)
+        raise AttributeError(name)
+
+    def _connectionMade(self) -> None:
+        """Autobahn's, without copying ~30 options onto each connection and pretty-printing
+        them for a debug line (a third of a handshake's CPU), and with shared defaults."""
+        self.trafficStats = _TRAFFIC_STATS
+        self.state = self.STATE_CONNECTING
+        self.send_state = self.SEND_STATE_GROUND
+        self.utf8validator = Utf8Validator()
+        if self.openHandshakeTimeout > 0:
+            self.openHandshakeTimeoutCall = self.factory._batched_timer.call_later(
+                self.openHandshakeTimeout, self.onOpenHandshakeTimeout
+            )
+        self.factory.countConnections += 1
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -146,6 +189,11 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
     refused = False
     body_received = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Twisted would parse form-encoded and multipart bodies (and answer a bare 400 when
+        # that fails); a publish body is bytes to relay, whatever its Content-Type.
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
+
     def gotLength(self, length: int | None) -> None:
         self.body_limit = body_limit(_text(self.channel, "_command"), _text(self.channel, "_path"))
         if length is not None and length > self.body_limit:
@@ -177,13 +225,9 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         self.refused = True
         # allHeadersReceived would otherwise answer "Expect: 100-continue" after the 413.
         self.requestHeaders.removeHeader(b"expect")
-        body = problem_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body must be at most {self.body_limit} bytes")
-        head = (
-            f"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
+        detail = f"the body must be at most {self.body_limit} bytes"
         transport = self.channel.transport
-        transport.write(head.encode("ascii") + body)
+        transport.write(_raw_problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail))
         reactor.callLater(LINGER_SECONDS, transport.abortConnection)
 
     def basic_error(self, status: int, status_text: bytes, body: str) -> None:
@@ -205,10 +249,44 @@ def _text(channel: Any, name: str) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else ""
 
 
+def _raw_problem(status: HTTPStatus, detail: str) -> bytes:
+    """A complete HTTP/1.1 problem+json response that closes the connection."""
+    body = problem_body(status, detail)
+    head = (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
+    """Twisted's HTTP/1.1 channel, answering problem+json where it would hang up or say a bare 400."""
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # A header or request line over 16 KiB (e.g. a 100 KB token): Twisted just drops the connection.
+        self._answer_and_close(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "a header line is too long")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self._answer_and_close(HTTPStatus.BAD_REQUEST, "malformed HTTP request")
+
+    def _answer_and_close(self, status: HTTPStatus, detail: str) -> None:
+        transport: Any = self.transport
+        transport.write(_raw_problem(status, detail))
+        self.loseConnection()
+
+
 class WebchannelHTTPFactory(HTTPFactory):  # type: ignore[misc]
-    """Daphne's HTTP factory, building :class:`WebchannelWebRequest` requests."""
+    """Daphne's HTTP factory, building webchannel's channels and requests."""
+
+    def protocol(self) -> WebchannelHTTPChannel:
+        # Twisted wraps its channel in a proxy that only matters for HTTP/2 over TLS, which
+        # Daphne does not negotiate here.
+        return WebchannelHTTPChannel()
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = WebchannelWebRequest
         return protocol
+
+    def log(self, request: Any) -> None:
+        """No Twisted access log: Daphne's action logger writes webchannel's (redacted) one."""
