@@ -10,13 +10,17 @@ nothing (no database, no cache, no file response) needs closing in a thread.
 from __future__ import annotations
 
 import io
+from http import HTTPStatus
 from typing import Any
 
 import django
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import HttpResponseBase
 from django.urls import set_script_prefix
+
+from .problems import Problem, problem_response
 
 
 class WebchannelASGIHandler(ASGIHandler):  # type: ignore[misc]
@@ -34,10 +38,13 @@ class WebchannelASGIHandler(ASGIHandler):  # type: ignore[misc]
             return
         set_script_prefix(get_script_prefix(scope))
         await signals.request_started.asend(sender=self.__class__, scope=scope)
-        request, error_response = self.create_request(scope, body_file)
-        if request is None:
-            assert error_response is not None
-            response = error_response
+        try:
+            request, _ = self.create_request(scope, body_file)
+        except ValueError:  # e.g. a NUL in a Content-Type charset, which codecs.lookup refuses
+            request = None
+        response: HttpResponseBase
+        if request is None:  # Django's own answer would be a bare text/html 400
+            response = problem_response(Problem(HTTPStatus.BAD_REQUEST, "malformed request (query string or headers)"))
         else:
             response = await self.run_get_response(request)
         await self.send_response(response, send)

@@ -42,7 +42,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = body_limit(scope["method"], scope["path"])
-        declared = _content_length(scope)
+        try:
+            declared = _content_length(scope)
+        except ValueError:
+            return await _send_problem(send, HTTPStatus.BAD_REQUEST, "Content-Length must be a number of bytes")
         if declared is not None and declared > limit:
             return await _too_large(send, limit)
         received = 0
@@ -66,21 +69,25 @@ class BodyLimitMiddleware:
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:
+    """The declared body length; ValueError unless it is plain digits (RFC 9110 §8.6)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+            if not value.isdigit():
+                raise ValueError(value)
+            return int(value[-19:]) if len(value.lstrip(b"0")) <= 19 else 10**19  # no 5000-digit int()
     return None
 
 
 async def _too_large(send: Any, limit: int) -> None:
-    body = problem_body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body must be at most {limit} bytes")
+    await _send_problem(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body must be at most {limit} bytes")
+
+
+async def _send_problem(send: Any, status: HTTPStatus, detail: str) -> None:
+    body = problem_body(status, detail)
     await send(
         {
             "type": "http.response.start",
-            "status": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "status": status,
             "headers": [
                 (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),

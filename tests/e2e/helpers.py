@@ -19,6 +19,7 @@ import re
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -342,3 +343,159 @@ class RawWebSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def raw_websocket_with_receive_buffer(base_url: str, channel_id: str, token: str, rcvbuf: int) -> RawWebSocket:
+    """Like :meth:`RawWebSocket.open`, on a socket whose ``SO_RCVBUF`` is set to ``rcvbuf`` before it
+    connects (so the kernel absorbs little of what the server sends to a peer that never reads)."""
+    address = urlsplit(base_url)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(timeout(10))
+        sock.connect((address.hostname, address.port))
+        ws = RawWebSocket(sock)
+        path = f"{CHANNELS}/{quote(channel_id, safe='')}?access_token={quote(token, safe='')}"
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        while b"\r\n\r\n" not in ws.buffer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise AssertionError(f"connection closed during the handshake: {ws.buffer!r}")
+            ws.buffer += chunk
+        head, ws.buffer = ws.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+    except BaseException:
+        sock.close()
+        raise
+    return ws
+
+
+def read_until_connection_ends(sock: socket.socket, seconds: float) -> tuple[int, str]:
+    """Read (and discard) from ``sock`` until the server ends the TCP connection (EOF or reset),
+    within ``timeout(seconds)``; return ``(bytes read, "eof" or "reset")``."""
+    deadline = time.monotonic() + timeout(seconds)
+    total = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"the connection was still open after {timeout(seconds):.1f}s ({total} bytes read)")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError):
+            return total, "reset"
+        except TimeoutError:
+            continue
+        if not chunk:
+            return total, "eof"
+        total += len(chunk)
+
+
+# --- memory of a server process --------------------------------------------------------------
+
+
+def proc_status_bytes(pid: int, field_name: str) -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``...) in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field_name} in /proc/{pid}/status")
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid`` (``VmRSS``), in bytes."""
+    return proc_status_bytes(pid, "VmRSS")
+
+
+class RssWatch:
+    """Watches a process's resident memory while a test drives it.
+
+    :meth:`start` takes the baseline (``VmRSS``) and samples ``VmRSS`` every ``interval`` seconds
+    in a thread until :meth:`stop`. The peak is the largest sample, or the kernel's own high-water
+    mark (``VmHWM``) when that rose during the watch (so a spike between samples counts too).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.baseline = 0
+        self.samples: list[int] = []
+        self.hwm_before = 0
+        self.hwm_after = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> RssWatch:
+        self.hwm_before = proc_status_bytes(self.pid, "VmHWM")
+        self.baseline = rss_bytes(self.pid)
+        self.samples = [self.baseline]
+        self._thread = threading.Thread(target=self._run, name="rss-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append(rss_bytes(self.pid))
+            except (OSError, AssertionError):  # the process is gone: the test will say so
+                return
+
+    def stop(self) -> RssWatch:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout(5))
+        self.samples.append(rss_bytes(self.pid))
+        self.hwm_after = proc_status_bytes(self.pid, "VmHWM")
+        return self
+
+    @property
+    def peak(self) -> int:
+        peak = max(self.samples)
+        if self.hwm_after > self.hwm_before:
+            peak = max(peak, self.hwm_after)
+        return peak
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+    def report(self, label: str) -> str:
+        mib = 1024 * 1024
+        return (
+            f"[rss] {label}: baseline {self.baseline / mib:.1f} MiB, peak {self.peak / mib:.1f} MiB, "
+            f"growth {self.growth / mib:.1f} MiB, last {self.samples[-1] / mib:.1f} MiB "
+            f"({len(self.samples)} samples; VmHWM {self.hwm_before / mib:.1f} -> {self.hwm_after / mib:.1f} MiB)"
+        )
+
+
+def websocket_handshake(base_url: str, target: str, headers: dict[str, str] | None = None) -> int | None:
+    """Send a WebSocket handshake for ``target`` (sent exactly as given) over a raw socket; return
+    the HTTP status of the answer (101 when upgraded), or None if the server closed the connection
+    without one. The socket is closed right after."""
+    address = urlsplit(base_url)
+    key = base64.b64encode(os.urandom(16)).decode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    answer = b""
+    with socket.create_connection((address.hostname, address.port), timeout=timeout(10)) as sock:
+        try:
+            sock.sendall(request.encode("ascii"))
+            while b"\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    if not answer.startswith(b"HTTP/1.1 ") or b"\r\n" not in answer:
+        return None
+    return int(answer.split(b"\r\n", 1)[0].split()[1])

@@ -1,0 +1,144 @@
+"""Readiness follows the real channel layer, and a Redis outage is logged once (issue 3, points 2-3).
+
+Complements tests/e2e/test_ops_redis.py (503 publishes during an outage, one "Redis pub/sub
+connection lost" warning, recovery of old and new subscribers, 4013 for a subscribe during the
+outage) with what it does not check:
+
+- ``/readyz`` proves a round trip through Redis pub/sub: a Redis that accepts connections but
+  does not answer (``CLIENT PAUSE``) makes it 503 within ~2.5 s (asserted: 3 s, well before the
+  4 s pause ends), and 200 again afterwards;
+- an outage with many failed publishes *and* subscribes logs exactly one "channel layer
+  unavailable" warning, and one "channel layer available again" once a publish succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import websockets
+
+from tests.e2e.helpers import closed_with, create_channel, http_client, publish, recv_binary, subscribe
+from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
+
+pytestmark = pytest.mark.e2e
+
+PAUSE_MS = 4000
+READYZ_503_WITHIN = 3.0  # the probe gives up after 2 s; the pause lasts 4 s
+UNAVAILABLE = "channel layer unavailable"
+AVAILABLE_AGAIN = "channel layer available again"
+
+
+@pytest.fixture
+def redis_backed(tmp_path: Path, redis_server: RedisServer) -> Iterator[ServerProcess]:
+    with serving(tmp_path, base_config(redis={"url": redis_server.url}), name="redis-backed") as server:
+        yield server
+
+
+async def readyz(client: httpx.AsyncClient, server: ServerProcess) -> tuple[int, float]:
+    started = time.monotonic()
+    response = await client.get(f"{server.url}/readyz")
+    return response.status_code, time.monotonic() - started
+
+
+async def wait_readyz(client: httpx.AsyncClient, server: ServerProcess, status: int, seconds: float) -> float:
+    """Poll ``/readyz`` until it answers ``status``; return how long that took."""
+    started = time.monotonic()
+    deadline = started + timeout(seconds)
+    last = None
+    while True:
+        last, _ = await readyz(client, server)
+        if last == status:
+            return time.monotonic() - started
+        assert time.monotonic() < deadline, f"/readyz still {last}, not {status}, after {timeout(seconds):.1f}s"
+        await asyncio.sleep(0.1)
+
+
+def log_lines(server: ServerProcess, text: str) -> list[str]:
+    return [line for line in server.output().splitlines() if text in line]
+
+
+async def test_readyz_is_503_while_redis_does_not_answer_and_200_again_after(
+    redis_server: RedisServer, redis_backed: ServerProcess
+) -> None:
+    server = redis_backed
+    async with http_client() as client:
+        await wait_readyz(client, server, 200, 10)
+        status, elapsed = await readyz(client, server)
+        assert status == 200
+        print(f"[readyz] 200 in {elapsed * 1000:.0f} ms with Redis answering")
+
+        admin = redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=timeout(5))
+        try:
+            assert admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+            paused_at = time.monotonic()
+            status, elapsed = await readyz(client, server)
+        finally:
+            admin.close()
+        print(f"[readyz] {status} in {elapsed:.2f} s while Redis is paused (CLIENT PAUSE {PAUSE_MS} ALL)")
+        assert time.monotonic() - paused_at < PAUSE_MS / 1000, "the measurement outlasted the pause: inconclusive"
+        assert status == 503, f"/readyz answered {status} while Redis was paused"
+        assert elapsed < timeout(READYZ_503_WITHIN), f"/readyz took {elapsed:.2f}s to answer 503"
+
+        recovered = await wait_readyz(client, server, 200, 15)
+        print(
+            f"[readyz] 200 again {time.monotonic() - paused_at:.1f} s after the pause began ({recovered:.1f} s polling)"
+        )
+    assert "Traceback" not in server.output()
+
+
+async def test_an_outage_is_logged_once_however_many_requests_fail_and_its_end_once(
+    redis_server: RedisServer, redis_backed: ServerProcess
+) -> None:
+    server = redis_backed
+    channel_id, token = create_channel(server.url)
+    async with http_client() as client:
+        response = await publish(client, server.url, channel_id, b"before", token=token)
+        assert response.status_code == 204
+        await wait_readyz(client, server, 200, 10)
+
+        redis_server.stop()
+        await wait_readyz(client, server, 503, 10)
+        for round_ in range(3):
+            for _ in range(2):
+                response = await publish(client, server.url, channel_id, b"during the outage", token=token)
+                assert response.status_code == 503, response.text
+            # A channel nobody here subscribes to yet, so subscribing needs Redis.
+            other_id, other_token = create_channel(server.url)
+            code, refused = None, None
+            try:
+                async with subscribe(server.url, other_id, other_token) as ws:
+                    code = await closed_with(ws, 10)
+            except websockets.InvalidStatus as exc:  # refused at the handshake: acceptable too
+                refused = exc.response.status_code
+            if refused is None:
+                assert code == 4013, f"subscribe {round_} during the outage closed with {code}"
+            else:
+                assert refused in (403, 503), refused
+        unavailable = log_lines(server, UNAVAILABLE)
+        assert len(unavailable) == 1, f"{len(unavailable)} '{UNAVAILABLE}' lines:\n{server.output()}"
+        assert "WARNING" in unavailable[0]
+        assert log_lines(server, AVAILABLE_AGAIN) == []
+
+        redis_server.start()  # empty, same port; webchannel is not restarted
+        deadline = time.monotonic() + timeout(15)
+        while (response := await publish(client, server.url, channel_id, b"after", token=token)).status_code != 204:
+            assert response.status_code == 503, response.text
+            assert time.monotonic() < deadline, "publishes still fail after Redis came back"
+            await asyncio.sleep(0.1)
+        async with subscribe(server.url, channel_id, token) as ws:
+            response = await publish(client, server.url, channel_id, b"after, received", token=token)
+            assert response.status_code == 204
+            assert await recv_binary(ws) == b"after, received"
+
+    output = server.output()
+    assert len(log_lines(server, UNAVAILABLE)) == 1, output
+    again = log_lines(server, AVAILABLE_AGAIN)
+    assert len(again) == 1, f"{len(again)} '{AVAILABLE_AGAIN}' lines:\n{output}"
+    assert output.index(UNAVAILABLE) < output.index(AVAILABLE_AGAIN)
+    assert output.count("Traceback") == 0, output
