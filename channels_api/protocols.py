@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import struct
 from http import HTTPStatus
 from typing import Any
@@ -94,6 +95,13 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         # The HTTP channel that handed over this connection is still its producer.
         self.transport.unregisterProducer()
         self.transport.registerProducer(self, True)
+
+    def onOpen(self) -> None:
+        super().onOpen()
+        # Daphne pings a socket ping_interval after its last ping; subscribers that connected
+        # together (a deploy, a reconnect wave) would all be pinged in the same tick, stalling
+        # the server for every ping round. A random phase spreads them out.
+        self.last_ping -= random.uniform(0, self.server.ping_interval)  # noqa: S311 (not security)
 
     def pauseProducing(self) -> None:
         # Twisted calls this on every write while its buffer is full, not only the first time.
