@@ -17,6 +17,7 @@ import logging
 import math
 import re
 import secrets
+import sys
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,12 @@ CREATE_BODY_LIMIT = 16 * 1024
 
 class ConfigError(Exception):
     """A configuration problem, worded as one line for the operator."""
+
+
+def exit_with_config_error(message: str) -> typing.NoReturn:
+    """Print one line and exit with status 2, without a traceback (SPEC §3)."""
+    sys.stderr.write(f"webchannel: configuration error: {message}\n")
+    raise SystemExit(2)
 
 
 Check = typing.Callable[[Any], Any]

@@ -36,7 +36,7 @@ def logging_settings(log: LogConfig) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {
             "plain": {
-                "format": "%(asctime)sZ %(levelname)s %(name)s: %(message)s",
+                "format": "%(asctime)sZ %(levelname)s [%(process)d] %(name)s: %(message)s",
                 "datefmt": "%Y-%m-%dT%H:%M:%S",
             },
         },

@@ -6,17 +6,14 @@ Nothing here is meant to be edited per deployment: use a TOML file (``-c`` or
 
 import os
 import secrets
-import sys
 
-from channels_api.config import CREATE_BODY_LIMIT, Config, ConfigError, load_config
+from channels_api.config import CREATE_BODY_LIMIT, Config, ConfigError, exit_with_config_error, load_config
 from channels_api.logs import logging_settings
 
 try:
     WEBCHANNEL: Config = load_config(None, os.environ)
-except ConfigError as exc:
-    # One line and status 2, without a traceback, wherever the settings are loaded.
-    sys.stderr.write(f"webchannel: configuration error: {exc}\n")
-    raise SystemExit(2) from None
+except ConfigError as exc:  # wherever the settings are loaded
+    exit_with_config_error(str(exc))
 
 # Django signs nothing that must outlive the process (no sessions, no CSRF cookies).
 SECRET_KEY = secrets.token_urlsafe(50)

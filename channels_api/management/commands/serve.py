@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import resource
 from typing import Any
@@ -11,9 +12,10 @@ from daphne.management.commands.runserver import get_default_application
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from channels_api.config import parse_listen_address
+from channels_api.config import exit_with_config_error, parse_listen_address
 from channels_api.logs import log_action
 from channels_api.server import WebchannelServer
+from channels_api.workers import Supervisor, endpoint_for_fd, listening_sockets
 
 logger = logging.getLogger("channels_api")
 
@@ -42,19 +44,56 @@ class Command(BaseCommand):
             metavar="PATH",
             help="TOML configuration file (read by manage.py before the settings; same as WC_CONFIG_FILE).",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            metavar="N",
+            help="Daphne processes sharing the listening socket (default 1; more than 1 needs redis.url).",
+        )
+        parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = settings.WEBCHANNEL
         _raise_open_files_limit(config.server.max_connections)
         host, port = parse_listen_address(config.server.listen_address)
+        workers = options["workers"]
+        if workers < 1:
+            exit_with_config_error(f"--workers must be 1 or more, got {workers}")
+        if workers > 1:
+            if not config.redis.url:
+                exit_with_config_error(
+                    f"--workers {workers} needs redis.url: worker processes share channels through Redis"
+                )
+            if ":" in host:
+                exit_with_config_error(
+                    f"--workers {workers} needs an IPv4 server.listen_address (Daphne adopts shared IPv4 sockets only)"
+                )
+            raise SystemExit(_supervise(host, port, workers, config.server.drain_window))
+        if options["listen_fd"] is not None:
+            endpoints = [endpoint_for_fd(options["listen_fd"])]
+        else:
+            endpoints = build_endpoint_description_strings(host=host, port=port)
         layer = "redis" if config.redis.url else "in-process"
         logger.info("webchannel starting on %s (channel layer: %s)", config.server.listen_address, layer)
         server = WebchannelServer(
             application=get_default_application(),
-            endpoints=build_endpoint_description_strings(host=host, port=port),
+            endpoints=endpoints,
             action_logger=log_action if config.server.access_log else None,
             server_name="webchannel",
         )
         server.run()
         if server.listen_failed:
             raise SystemExit(1)
+
+
+def _supervise(host: str, port: int, workers: int, drain_window: float) -> int:
+    try:
+        sockets = listening_sockets(host, port, workers)
+    except OSError as exc:
+        logger.critical("cannot listen on %s:%s: %s", host, port, exc.strerror)
+        return 1
+    bound_host, bound_port = sockets[0].getsockname()[:2]
+    # The same line Daphne prints, so tools waiting for it work with workers too.
+    logger.info("Listening on TCP address %s:%s", bound_host, bound_port)
+    return Supervisor(sockets, drain_window).run()
