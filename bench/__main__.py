@@ -21,7 +21,7 @@ from .system import busy_percent, choose_pinning, machine, pin_generator, raise_
 from .targets import make_targets
 
 DEFAULT_TARGETS = ["webchannel", "webchannel-redis", "nchan", "relay"]
-KNOWN_TARGETS = [*DEFAULT_TARGETS, "url"]
+KNOWN_TARGETS = [*DEFAULT_TARGETS, "webchannel-redis-w2", "url"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

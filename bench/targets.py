@@ -80,14 +80,15 @@ class WebchannelTarget(Target):
     ``access_log off`` too): a log line per request would measure the log, not the relay.
     """
 
-    def __init__(self, *, redis: bool) -> None:
+    def __init__(self, *, redis: bool, workers: int = 1) -> None:
         self.redis = redis
-        self.name = "webchannel-redis" if redis else "webchannel"
+        self.workers = workers
+        self.name = ("webchannel-redis" if redis else "webchannel") + (f"-w{workers}" if workers > 1 else "")
         self.description = (
             "webchannel (manage.py serve, Daphne), Redis channel layer (redis-server on the server's core)"
             if redis
             else "webchannel (manage.py serve, Daphne), in-process channel layer"
-        )
+        ) + (f", {workers} worker processes (serve --workers {workers})" if workers > 1 else "")
         self.server: ServerProcess | None = None
         self.redis_server: RedisServer | None = None
         self.base_url = ""
@@ -103,7 +104,9 @@ class WebchannelTarget(Target):
         config_path = workdir / f"{self.name}.toml"
         config_path.write_text(toml(base_config(**sections)))
         log_path = workdir / f"{self.name}.log"
-        command = pinning.server_command([sys.executable, "manage.py", "serve", "-c", str(config_path)])
+        command = pinning.server_command(
+            [sys.executable, "manage.py", "serve", "-c", str(config_path), "--workers", str(self.workers)]
+        )
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=clean_env(WC_LOG="info")
@@ -308,13 +311,16 @@ def _accepts(port: int) -> bool:
 
 
 def make_targets(names: list[str], url: str | None, api_key: str | None) -> list[Target]:
-    """Targets by name: webchannel, webchannel-redis, nchan, relay, url (the ``--url`` deployment)."""
+    """Targets by name: webchannel, webchannel-redis, webchannel-redis-w2 (``serve --workers 2``), nchan,
+    relay, url (the ``--url`` deployment)."""
     targets: list[Target] = []
     for name in names:
         if name == "webchannel":
             targets.append(WebchannelTarget(redis=False))
         elif name == "webchannel-redis":
             targets.append(WebchannelTarget(redis=True))
+        elif name == "webchannel-redis-w2":
+            targets.append(WebchannelTarget(redis=True, workers=2))
         elif name == "nchan":
             targets.append(NchanTarget())
         elif name == "relay":
