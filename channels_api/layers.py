@@ -121,7 +121,7 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         self.max_backlog_bytes = max_backlog_bytes
         self._backlogs: dict[str, Backlog] = {}
         self._groups: dict[str, dict[str, None]] = {}
-        self._memberships: dict[str, set[str]] = {}
+        self._memberships: dict[str, list[str]] = {}  # a subscriber is in one group: a list is smallest
 
     def _backlog(self, channel: str) -> Backlog:
         backlog = self._backlogs.get(channel)
@@ -162,13 +162,17 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         self._groups.setdefault(group, {})[channel] = None
-        self._memberships.setdefault(channel, set()).add(group)
+        groups = self._memberships.setdefault(channel, [])
+        if group not in groups:
+            groups.append(group)
 
     async def group_discard(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         self._discard(group, channel)
-        self._memberships.get(channel, set()).discard(group)
+        groups = self._memberships.get(channel)
+        if groups is not None and group in groups:
+            groups.remove(group)
 
     def _discard(self, group: str, channel: str) -> None:
         members = self._groups.get(group)

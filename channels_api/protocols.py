@@ -37,6 +37,28 @@ LINGER_SECONDS = 2.0
 
 
 _FACTORY_OPTIONS = frozenset(WebSocketProtocol.CONFIG_ATTRS)
+_HANDSHAKE_LEFTOVERS = (
+    "http_request_data",
+    "http_response_data",
+    "http_headers",
+    "http_status_line",
+    "http_request_uri",
+    "http_request_params",
+    "websocket_key",
+    "websocket_extensions",
+    "websocket_protocols",
+)
+
+
+class _Opened:
+    """What Daphne still reads of the handshake request once the socket is open: its path."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
 _TRAFFIC_STATS = TrafficStats()
 """One for all connections: autobahn counts into it, nobody reads it."""
 
@@ -97,11 +119,26 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         self.transport.registerProducer(self, True)
 
     def onOpen(self) -> None:
-        super().onOpen()
+        super().onOpen()  # Daphne logs the path from self.request
+        self._forget_handshake()
         # Daphne pings a socket ping_interval after its last ping; subscribers that connected
         # together (a deploy, a reconnect wave) would all be pinged in the same tick, stalling
         # the server for every ping round. A random phase spreads them out.
         self.last_ping -= random.uniform(0, self.server.ping_interval)  # noqa: S311 (not security)
+
+    def _forget_handshake(self) -> None:
+        """Free what parsing the handshake left behind (about 3 KiB a socket, kept for life).
+
+        The header list is the one in the application's scope: the subscriber consumer reads
+        it only to authenticate, before accepting, so it is emptied here too.
+        """
+        headers = self.__dict__.pop("clean_headers", None)
+        if headers is not None:
+            headers.clear()
+        for name in _HANDSHAKE_LEFTOVERS:
+            self.__dict__.pop(name, None)
+        request: Any = self.request
+        self.request = _Opened(request.path)
 
     def pauseProducing(self) -> None:
         # Twisted calls this on every write while its buffer is full, not only the first time.
