@@ -137,8 +137,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
             headers.clear()
         for name in _HANDSHAKE_LEFTOVERS:
             self.__dict__.pop(name, None)
-        request: Any = self.request
-        self.request = _Opened(request.path)
+        self.__dict__["request"] = _Opened(self.__dict__["request"].path)
 
     def pauseProducing(self) -> None:
         # Twisted calls this on every write while its buffer is full, not only the first time.
