@@ -210,7 +210,9 @@ async def test_wc_log_debug_shows_debug_lines(tmp_path: Path) -> None:
         with pytest.raises(websockets.InvalidStatus):
             async with subscribe(server.url, channel_id, "not-a-token"):
                 pass
-        wait_for(lambda: re.search(r" DEBUG channels_api\S*: ", server.output()), 5, "a debug line from channels_api")
+        wait_for(
+            lambda: re.search(r" DEBUG \[\d+\] channels_api\S*: ", server.output()), 5, "a debug line from channels_api"
+        )
 
 
 async def test_wc_log_info_hides_debug_lines(tmp_path: Path) -> None:
