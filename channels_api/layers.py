@@ -41,7 +41,7 @@ async def wait_for_subscribers(backlogs: Iterable[Backlog | None]) -> None:
     """Backpressure toward publishers: wait while the fullest local backlog is long.
 
     A backlog grows only when this process hands messages to sockets slower than they are
-    published (a slow *reader* fills Twisted's buffer instead, see ``protocols``), so
+    published (a slow *reader* fills Twisted's buffer instead, see ``ws_protocol``), so
     making the publisher wait keeps latency low and no subscriber is cut off as "slow"
     merely because the server was busy. Bounded, so a stuck consumer cannot stall publishers.
     """

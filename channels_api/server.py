@@ -1,7 +1,7 @@
 """webchannel's Daphne, used by ``serve`` and ``runserver``: the stock server, plus
 
-- the protocols of :mod:`channels_api.protocols` (empty frames, bounded unsent bytes per
-  subscriber, early 413 for oversized bodies);
+- the protocols of :mod:`channels_api.ws_protocol` and :mod:`channels_api.http_protocol`
+  (empty frames, bounded unsent bytes per subscriber, early 413 for oversized bodies);
 - no 24-hour cut-off: ``websocket_timeout`` is disabled;
 - a graceful drain on SIGTERM/SIGINT: stop listening, close subscriber sockets with 1012
   (service restart) spread over ``server.drain_window`` so clients do not all reconnect
@@ -27,7 +27,8 @@ from twisted.internet import reactor as _reactor
 
 from .config import Config
 from .events import CloseCode
-from .protocols import WebchannelHTTPFactory, WebchannelWebSocketProtocol
+from .http_protocol import WebchannelHTTPFactory
+from .ws_protocol import WebchannelWebSocketProtocol
 
 logger = logging.getLogger(__name__)
 reactor: Any = _reactor  # the installed asyncio reactor; its interfaces are not typed as an object

@@ -1,11 +1,8 @@
-"""Daphne's Twisted protocols with webchannel's limits: what the ASGI interface cannot express.
+"""webchannel's WebSocket protocol for Daphne: what the ASGI interface cannot express.
 
-- :class:`WebchannelWebSocketProtocol` sends empty binary frames (Daphne drops a
-  ``bytes=b""`` send), bounds what waits unsent for a slow reader, and writes a message
-  framed once for all subscribers, straight to the socket when nothing is queued.
-- :class:`WebchannelWebRequest` refuses an oversized body from its headers (or, when
-  chunked, as soon as it passes the limit) instead of letting Twisted spool it first, and
-  answers Daphne's own errors in problem+json.
+It sends empty binary frames (Daphne drops a ``bytes=b""`` send), bounds what waits unsent
+for a slow reader, writes each message framed once for all subscribers (straight to the
+socket when nothing is queued), spreads keepalive pings, and keeps little per connection.
 """
 
 from __future__ import annotations
@@ -13,28 +10,17 @@ from __future__ import annotations
 import logging
 import random
 import struct
-from http import HTTPStatus
 from typing import Any
 
 from autobahn.websocket.protocol import TrafficStats
 from autobahn.websocket.utf8validator import Utf8Validator
-from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.ws_protocol import WebSocketProtocol
-from twisted.internet import reactor as _reactor
 from twisted.internet import tcp
-from twisted.web import http
 
 from . import metrics
 from .events import CloseCode
-from .limits import body_limit
-from .problems import PROBLEM_CONTENT_TYPE, problem_body
 
 logger = logging.getLogger(__name__)
-reactor: Any = _reactor
-
-LINGER_SECONDS = 2.0
-"""How long a refused body is still read (and discarded) before the connection is cut."""
-
 
 _FACTORY_OPTIONS = frozenset(WebSocketProtocol.CONFIG_ATTRS)
 _HANDSHAKE_LEFTOVERS = (
@@ -225,112 +211,3 @@ def _frame(payload: bytes, binary: bool) -> bytes:
     frame = head + payload
     _last_frame = (payload, binary, frame)
     return frame
-
-
-class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
-    """An HTTP request that never holds more body than the limit for its method and path."""
-
-    refused = False
-    body_received = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Twisted would parse form-encoded and multipart bodies (and answer a bare 400 when
-        # that fails); a publish body is bytes to relay, whatever its Content-Type.
-        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
-
-    def gotLength(self, length: int | None) -> None:
-        self.body_limit = body_limit(_text(self.channel, "_command"), _text(self.channel, "_path"))
-        if length is not None and length > self.body_limit:
-            self._refuse_too_large()
-            return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.refused:
-            return  # discarded
-        self.body_received += len(data)
-        if self.body_received > self.body_limit:
-            self._refuse_too_large()
-            return
-        super().handleContentChunk(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self.refused:
-            self.channel.transport.loseConnection()  # the refused body has been read to its end
-        else:
-            super().requestReceived(command, path, version)
-
-    def _refuse_too_large(self) -> None:
-        """Answer 413 at once; then read and discard the rest for a moment, and close.
-
-        The discarding ("lingering close", as nginx does) lets a client that is still
-        sending read the 413 instead of a connection reset; nothing is kept.
-        """
-        self.refused = True
-        # allHeadersReceived would otherwise answer "Expect: 100-continue" after the 413.
-        self.requestHeaders.removeHeader(b"expect")
-        detail = f"the body must be at most {self.body_limit} bytes"
-        transport = self.channel.transport
-        transport.write(_raw_problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail))
-        reactor.callLater(LINGER_SECONDS, transport.abortConnection)
-
-    def basic_error(self, status: int, status_text: bytes, body: str) -> None:
-        """Daphne's own errors (bad header, bad path), as problem+json like every other error."""
-        document = problem_body(HTTPStatus(status), body)
-        self.handle_reply(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", PROBLEM_CONTENT_TYPE.encode())],
-            }
-        )
-        self.handle_reply({"type": "http.response.body", "body": document})
-
-
-def _text(channel: Any, name: str) -> str:
-    # HTTPChannel keeps the request line in these until the body is complete.
-    value = getattr(channel, name, b"")
-    return value.decode("latin-1") if isinstance(value, bytes) else ""
-
-
-def _raw_problem(status: HTTPStatus, detail: str) -> bytes:
-    """A complete HTTP/1.1 problem+json response that closes the connection."""
-    body = problem_body(status, detail)
-    head = (
-        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
-
-
-class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
-    """Twisted's HTTP/1.1 channel, answering problem+json where it would hang up or say a bare 400."""
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        # A header or request line over 16 KiB (e.g. a 100 KB token): Twisted just drops the connection.
-        self._answer_and_close(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "a header line is too long")
-
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self._answer_and_close(HTTPStatus.BAD_REQUEST, "malformed HTTP request")
-
-    def _answer_and_close(self, status: HTTPStatus, detail: str) -> None:
-        transport: Any = self.transport
-        transport.write(_raw_problem(status, detail))
-        self.loseConnection()
-
-
-class WebchannelHTTPFactory(HTTPFactory):  # type: ignore[misc]
-    """Daphne's HTTP factory, building webchannel's channels and requests."""
-
-    def protocol(self) -> WebchannelHTTPChannel:
-        # Twisted wraps its channel in a proxy that only matters for HTTP/2 over TLS, which
-        # Daphne does not negotiate here.
-        return WebchannelHTTPChannel()
-
-    def buildProtocol(self, addr: Any) -> Any:
-        protocol = super().buildProtocol(addr)
-        protocol.requestFactory = WebchannelWebRequest
-        return protocol
-
-    def log(self, request: Any) -> None:
-        """No Twisted access log: Daphne's action logger writes webchannel's (redacted) one."""
