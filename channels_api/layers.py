@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from channels.layers import BaseChannelLayer
@@ -35,6 +35,20 @@ PRESSURE_WAIT_SECONDS = 2.0
 
 class LayerUnavailable(Exception):
     """The channel layer did not carry a probe message back to this process."""
+
+
+async def receive_from(backlog: Backlog, forget: Callable[[], None]) -> dict[str, Any]:
+    r"""The next event of a consumer's backlog, its overflow as a ``relay.overflow`` event.
+
+    Channels cancels a consumer's receive only when the consumer ends, so a cancelled
+    receive ``forget``\ s the channel.
+    """
+    try:
+        message = await backlog.get()
+    except asyncio.CancelledError:
+        forget()
+        raise
+    return relay_overflow(backlog.dropped) if message is OVERFLOWED else message  # type: ignore[return-value]
 
 
 async def wait_for_subscribers(backlogs: Iterable[Backlog | None]) -> None:
@@ -141,14 +155,7 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
 
     async def receive(self, channel: str) -> dict[str, Any]:
         self.require_valid_channel_name(channel)
-        backlog = self._backlog(channel)
-        try:
-            message = await backlog.get()
-        except asyncio.CancelledError:
-            # Channels cancels a consumer's receive only when the consumer ends.
-            self.forget_channel(channel)
-            raise
-        return relay_overflow(backlog.dropped) if message is OVERFLOWED else message  # type: ignore[return-value]
+        return await receive_from(self._backlog(channel), lambda: self.forget_channel(channel))
 
     def forget_channel(self, channel: str) -> None:
         """Drop a channel's backlog and memberships (its consumer is gone)."""
@@ -238,13 +245,7 @@ class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
     async def receive(self, channel: str) -> dict[str, Any]:
         if channel not in self.channels:
             await self._subscribe_to_channel(channel)
-        backlog = self.channels[channel]
-        try:
-            message = await backlog.get()
-        except asyncio.CancelledError:
-            self.forget_channel(channel)
-            raise
-        return relay_overflow(backlog.dropped) if message is OVERFLOWED else message  # type: ignore[return-value]
+        return await receive_from(self.channels[channel], lambda: self.forget_channel(channel))
 
     async def backpressure(self, group: str) -> None:
         """Wait while a local subscriber of ``group`` lags (see :func:`wait_for_subscribers`)."""

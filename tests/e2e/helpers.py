@@ -278,12 +278,21 @@ class RawWebSocket:
         self.buffer = b""
 
     @classmethod
-    def open(cls, base_url: str, channel_id: str, token: str) -> RawWebSocket:
-        """Connect to ``base_url`` (``http://host:port``) and complete the handshake (101 expected)."""
+    def open(cls, base_url: str, channel_id: str, token: str, rcvbuf: int | None = None) -> RawWebSocket:
+        """Connect to ``base_url`` (``http://host:port``) and complete the handshake (101 expected).
+
+        ``rcvbuf`` sets SO_RCVBUF before connecting, so the kernel absorbs little for a reader
+        that never reads.
+        """
         address = urlsplit(base_url)
-        sock = socket.create_connection((address.hostname, address.port), timeout=timeout(10))
-        ws = cls(sock)
+        family, kind, proto, _, peer = socket.getaddrinfo(address.hostname, address.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
         try:
+            if rcvbuf is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.settimeout(timeout(10))
+            sock.connect(peer)
+            ws = cls(sock)
             path = f"{CHANNELS}/{quote(channel_id, safe='')}?access_token={quote(token, safe='')}"
             key = base64.b64encode(os.urandom(16)).decode()
             request = (
@@ -346,33 +355,8 @@ class RawWebSocket:
 
 
 def raw_websocket_with_receive_buffer(base_url: str, channel_id: str, token: str, rcvbuf: int) -> RawWebSocket:
-    """Like :meth:`RawWebSocket.open`, on a socket whose ``SO_RCVBUF`` is set to ``rcvbuf`` before it
-    connects (so the kernel absorbs little of what the server sends to a peer that never reads)."""
-    address = urlsplit(base_url)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.settimeout(timeout(10))
-        sock.connect((address.hostname, address.port))
-        ws = RawWebSocket(sock)
-        path = f"{CHANNELS}/{quote(channel_id, safe='')}?access_token={quote(token, safe='')}"
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        sock.sendall(request.encode())
-        while b"\r\n\r\n" not in ws.buffer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                raise AssertionError(f"connection closed during the handshake: {ws.buffer!r}")
-            ws.buffer += chunk
-        head, ws.buffer = ws.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-    except BaseException:
-        sock.close()
-        raise
-    return ws
+    """A raw subscriber whose socket has a small receive buffer (see :meth:`RawWebSocket.open`)."""
+    return RawWebSocket.open(base_url, channel_id, token, rcvbuf=rcvbuf)
 
 
 def read_until_connection_ends(sock: socket.socket, seconds: float) -> tuple[int, str]:
