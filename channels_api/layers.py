@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from channels.layers import BaseChannelLayer
-from channels_redis import pubsub
-from channels_redis.utils import _wrap_close
 
 from .backlog import OVERFLOWED, Backlog
 from .events import MESSAGE_OVERHEAD_BYTES, relay_overflow
@@ -114,7 +112,7 @@ async def round_trip(layer: Any, within: float = READY_TIMEOUT_SECONDS) -> None:
         layer.forget_channel(channel)
 
 
-def _message_size(message: dict[str, Any]) -> int:
+def message_size(message: dict[str, Any]) -> int:
     data = message.get("data")
     return MESSAGE_OVERHEAD_BYTES + (len(data) if isinstance(data, (bytes, str)) else 0)
 
@@ -140,7 +138,7 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     def _backlog(self, channel: str) -> Backlog:
         backlog = self._backlogs.get(channel)
         if backlog is None:
-            backlog = self._backlogs[channel] = Backlog(self.max_backlog_bytes, _message_size)
+            backlog = self._backlogs[channel] = Backlog(self.max_backlog_bytes, message_size)
         return backlog
 
     async def new_channel(self, prefix: str = "specific.") -> str:
@@ -205,94 +203,3 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
 
     async def close(self) -> None:
         pass
-
-
-class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[misc]
-    """channels-redis's pub/sub layer, with bounded backlogs and one Redis subscription per group.
-
-    A consumer's own (specific) channel is kept local: group messages arrive on the
-    group's subscription and are fanned out here, so subscribing each consumer's channel
-    in Redis too would double the subscriptions and make ``new_channel`` need Redis.
-    Direct ``send`` to another process's specific channel is therefore not supported.
-    """
-
-    def __init__(self, *args: Any, max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_backlog_bytes = max_backlog_bytes
-
-    def _get_layer(self) -> _RedisLoopLayer:
-        loop = asyncio.get_running_loop()
-        try:
-            return self._layers[loop]  # type: ignore[no-any-return]
-        except KeyError:
-            layer = _RedisLoopLayer(
-                *self._args, max_backlog_bytes=self._max_backlog_bytes, channel_layer=self, **self._kwargs
-            )
-            self._layers[loop] = layer
-            _wrap_close(self, loop)
-            return layer
-
-
-class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
-    def __init__(self, *args: Any, max_backlog_bytes: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_backlog_bytes = max_backlog_bytes
-        self._shards: list[_RedisShard] = [_RedisShard(shard.host, self) for shard in self._shards]
-
-    async def _subscribe_to_channel(self, channel: str) -> None:
-        self.channels[channel] = Backlog(self._max_backlog_bytes, _message_size)
-
-    async def receive(self, channel: str) -> dict[str, Any]:
-        if channel not in self.channels:
-            await self._subscribe_to_channel(channel)
-        return await receive_from(self.channels[channel], lambda: self.forget_channel(channel))
-
-    async def backpressure(self, group: str) -> None:
-        """Wait while a local subscriber of ``group`` lags (see :func:`wait_for_subscribers`)."""
-        members = self.groups.get(self._get_group_channel_name(group), ())
-        await wait_for_subscribers(self.channels.get(channel) for channel in members)
-
-    def forget_channel(self, channel: str) -> None:
-        """Drop a channel's backlog (its consumer is gone); group_discard leaves Redis groups."""
-        backlog = self.channels.pop(channel, None)
-        if backlog is not None:
-            backlog.close()
-
-
-class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
-    """A shard that decodes each message once for all local subscribers, and whose receive
-    loop reports an outage once, not with a traceback a second."""
-
-    def _receive_message(self, message: dict[str, Any] | None) -> None:
-        if message is None:
-            return
-        name = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
-        layer = self.channel_layer
-        targets = (name,) if name in layer.channels else layer.groups.get(name, ())
-        if not targets:
-            return
-        event = layer.channel_layer.deserialize(message["data"])
-        for channel in targets:
-            backlog = layer.channels.get(channel)
-            if backlog is not None:
-                backlog.put_nowait(event)
-
-    async def _do_receiving(self) -> None:
-        failing = False
-        while True:
-            try:
-                if self._pubsub and self._pubsub.subscribed:
-                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-                    if failing:
-                        logger.warning("Redis pub/sub connection restored")
-                        failing = False
-                    self._receive_message(message)
-                else:
-                    await asyncio.sleep(0.1)
-            except (asyncio.CancelledError, GeneratorExit):
-                raise
-            except Exception as exc:
-                if not failing:
-                    logger.warning("Redis pub/sub connection lost (%s); retrying every second", exc)
-                    failing = True
-                await asyncio.sleep(1)

@@ -9,7 +9,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webchannel_project.settings")
 
-from channels_api.handler import get_asgi_application
+from channels_api.server.handler import get_asgi_application
 
 django_application = get_asgi_application()  # sets Django up before the imports below
 

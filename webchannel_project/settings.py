@@ -49,7 +49,7 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = max(WEBCHANNEL.channel.max_message_size, CREATE_BO
 if WEBCHANNEL.redis.url:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_api.layers.RedisPubSubChannelLayer",
+            "BACKEND": "channels_api.server.redis_layer.RedisPubSubChannelLayer",
             "CONFIG": {
                 # health checks PING the pub/sub connection, so a dead one is noticed and redialled
                 "hosts": [{"address": WEBCHANNEL.redis.url, "socket_connect_timeout": 2, "health_check_interval": 10}],

@@ -139,7 +139,7 @@ def redis_layers(url: str, **config: Any) -> dict[str, Any]:
     """``CHANNEL_LAYERS`` for webchannel's Redis pub/sub layer at ``url``."""
     return {
         "default": {
-            "BACKEND": "channels_api.layers.RedisPubSubChannelLayer",
+            "BACKEND": "channels_api.server.redis_layer.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [{"address": url, "socket_connect_timeout": 2}], **config},
         }
     }

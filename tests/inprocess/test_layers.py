@@ -9,7 +9,8 @@ import time
 import pytest
 
 from channels_api.events import relay_message
-from channels_api.layers import InMemoryChannelLayer, LayerUnavailable, RedisPubSubChannelLayer, round_trip
+from channels_api.layers import InMemoryChannelLayer, LayerUnavailable, round_trip
+from channels_api.server.redis_layer import RedisPubSubChannelLayer
 from tests.harness import timeout
 
 from .helpers import closed_port_redis_url, wait_until

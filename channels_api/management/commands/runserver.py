@@ -3,7 +3,7 @@
 from daphne.management.commands.runserver import Command as DaphneRunserverCommand
 
 from channels_api.logs import log_action
-from channels_api.server import WebchannelServer
+from channels_api.server.daphne_server import WebchannelServer
 
 
 class Command(DaphneRunserverCommand):  # type: ignore[misc]

@@ -14,8 +14,8 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from channels_api.config import exit_with_config_error, parse_listen_address
 from channels_api.logs import log_action
-from channels_api.server import WebchannelServer
-from channels_api.workers import Supervisor, endpoint_for_fd, listening_sockets
+from channels_api.server.daphne_server import WebchannelServer
+from channels_api.server.workers import Supervisor, endpoint_for_fd, listening_sockets
 
 logger = logging.getLogger("channels_api")
 

@@ -17,8 +17,8 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import tcp
 
-from . import metrics
-from .events import CloseCode
+from .. import metrics
+from ..events import CloseCode
 
 logger = logging.getLogger(__name__)
 

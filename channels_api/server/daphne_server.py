@@ -1,6 +1,6 @@
 """webchannel's Daphne, used by ``serve`` and ``runserver``: the stock server, plus
 
-- the protocols of :mod:`channels_api.ws_protocol` and :mod:`channels_api.http_protocol`
+- the protocols of :mod:`.ws_protocol` and :mod:`.http_protocol`
   (empty frames, bounded unsent bytes per subscriber, early 413 for oversized bodies);
 - no 24-hour cut-off: ``websocket_timeout`` is disabled;
 - a graceful drain on SIGTERM/SIGINT: stop listening, close subscriber sockets with 1012
@@ -25,8 +25,8 @@ from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
 from twisted.internet import reactor as _reactor
 
-from .config import Config
-from .events import CloseCode
+from ..config import Config
+from ..events import CloseCode
 from .http_protocol import WebchannelHTTPFactory
 from .ws_protocol import WebchannelWebSocketProtocol
 

@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.http import HttpResponseBase
 from django.urls import set_script_prefix
 
-from .problems import Problem, problem_response
+from ..problems import Problem, problem_response
 
 
 class WebchannelASGIHandler(ASGIHandler):  # type: ignore[misc]

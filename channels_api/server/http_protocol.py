@@ -14,8 +14,8 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 from twisted.internet import reactor as _reactor
 from twisted.web import http
 
-from .limits import body_limit
-from .problems import PROBLEM_CONTENT_TYPE, problem_body
+from ..limits import body_limit
+from ..problems import PROBLEM_CONTENT_TYPE, problem_body
 
 reactor: Any = _reactor
 
