@@ -11,22 +11,25 @@ from typing import Any
 
 import jwt
 
+from .exceptions import ExpiredToken, InvalidToken, TokenError, WrongChannel
+
+__all__ = [
+    "ExpiredToken",
+    "InvalidToken",
+    "IssuedToken",
+    "TokenError",
+    "WrongChannel",
+    "api_key_matches",
+    "bearer_token",
+    "credentials_match",
+    "issue_token",
+    "verify_token",
+]
+
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 5
 MAX_TOKEN_LENGTH = 4096
 """Longer tokens are refused before any parsing: ours are about 200 characters."""
-
-
-class TokenError(Exception):
-    """The presented token does not grant access; the message is safe to show the client."""
-
-
-class InvalidToken(TokenError):
-    """Missing, malformed, expired, not yet valid or wrongly signed: the caller is not authenticated."""
-
-
-class WrongChannel(TokenError):
-    """A valid token, but for another channel: authenticated, not authorised."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def _decode(token: str, secrets: Sequence[str]) -> dict[str, Any]:
     claims = _decode_verified(token, tuple(secrets))
     # A cached token was valid when first seen; its expiry still has to be checked each time.
     if int(claims["exp"]) + LEEWAY_SECONDS < time.time():
-        raise InvalidToken("token expired")
+        raise ExpiredToken("token expired")
     return claims
 
 
@@ -87,7 +90,7 @@ def _decode_verified(token: str, secrets: tuple[str, ...]) -> dict[str, Any]:
         except jwt.InvalidSignatureError:
             continue  # maybe signed with a previous secret
         except jwt.ExpiredSignatureError:
-            raise InvalidToken("token expired") from None
+            raise ExpiredToken("token expired") from None
         except jwt.ImmatureSignatureError:
             raise InvalidToken("token not yet valid") from None
         except (jwt.PyJWTError, ValueError, TypeError):

@@ -1,47 +1,39 @@
 """Configuration: built-in defaults < TOML file < ``WC_*`` environment variables.
 
-This module is the only place that knows the keys, their types, defaults and rules.
-It imports nothing from Django, so it is tested with plain dicts and ``tmp_path``,
-and ``manage.py`` can use it before Django reads the settings.
+This module is the only place that knows the keys, their types, defaults and rules: the
+schema (a frozen dataclass per section) and the loader. It imports nothing from Django,
+so it is tested with plain dicts and ``tmp_path``, and ``manage.py`` can use it before
+Django reads the settings.
 
-Every problem raises :class:`ConfigError` with one line naming the source (file or
-environment variable), the key, the offending value (never for secrets) and what was
-expected.
+Every problem raises :class:`~channels_api.exceptions.ConfigError` with one line naming
+the source (file or environment variable), the key, the offending value (never for
+secrets) and what was expected.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import logging
 import math
 import re
 import secrets
-import sys
 import tomllib
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .exceptions import ConfigError
+from .logs import ENV_LOG, LogConfig, parse_log_spec
+
+__all__ = ["Config", "ConfigError", "keys", "load_config", "parse_listen_address"]
+
 ENV_PREFIX = "WC_"
 ENV_CONFIG_FILE = "WC_CONFIG_FILE"
-ENV_LOG = "WC_LOG"
-DEFAULT_LOG_LEVEL = "INFO"
 
 CREATE_BODY_LIMIT = 16 * 1024
-"""Largest accepted body of ``POST /webchannel/v1/channels`` (SPEC §2)."""
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded as one line for the operator."""
-
-
-def exit_with_config_error(message: str) -> typing.NoReturn:
-    """Print one line and exit with status 2, without a traceback (SPEC §3)."""
-    sys.stderr.write(f"webchannel: configuration error: {message}\n")
-    raise SystemExit(2)
+"""Largest accepted body of ``POST /webchannel/v1/channels``: an id and a few fields fit many times over."""
 
 
 Check = typing.Callable[[Any], Any]
@@ -241,14 +233,6 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
-class LogConfig:
-    """Levels from ``WC_LOG`` (env_logger syntax): a default and per-logger overrides."""
-
-    level: str | int = DEFAULT_LOG_LEVEL
-    loggers: tuple[tuple[str, str | int], ...] = ()
-
-
-@dataclass(frozen=True)
 class Config:
     """The whole validated configuration. ``generated`` names keys given random values."""
 
@@ -346,10 +330,11 @@ def _from_toml(key: Key, value: Any) -> Any:
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if kind == tuple[str, ...]:
-        if isinstance(value, str):
-            return _split_list(value)
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return tuple(value)
+        if isinstance(value, str):
+            # Comma-separated text is for environment variables; TOML has arrays.
+            raise ValueError('expected a list of strings, e.g. ["a", "b"], not one string')
     raise ValueError(f"expected {_describe(kind)}")
 
 
@@ -442,45 +427,6 @@ def _env_values(environ_: Mapping[str, str], by_name: Mapping[str, Key]) -> Valu
     return values
 
 
-LEVEL_OFF = logging.CRITICAL + 10
-"""``off``: above every level, so nothing is logged."""
-
-_LEVELS: dict[str, str | int] = {
-    "trace": "DEBUG",
-    "debug": "DEBUG",
-    "info": "INFO",
-    "warn": "WARNING",
-    "warning": "WARNING",
-    "error": "ERROR",
-    "critical": "CRITICAL",
-    "off": LEVEL_OFF,
-}
-_LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-
-
-def parse_log_spec(text: str) -> LogConfig:
-    """Parse ``WC_LOG`` like env_logger: ``debug`` or ``channels_api=debug,django=warning``."""
-    level: str | int = DEFAULT_LOG_LEVEL
-    loggers: list[tuple[str, str | int]] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        name, sep, value = part.rpartition("=")
-        if not sep:
-            name, value = "", part
-        mapped = _LEVELS.get(value.strip().lower())
-        if mapped is None or (sep and not _LOGGER_NAME.fullmatch(name.strip())):
-            raise ConfigError(
-                f"{ENV_LOG}: cannot read {part!r}: expected LEVEL or LOGGER=LEVEL with LEVEL one of "
-                "trace, debug, info, warn, error, off"
-            )
-        if sep:
-            loggers.append((name.strip(), mapped))
-        else:
-            level = mapped
-    return LogConfig(level=level, loggers=tuple(loggers))
-
-
 def load_config(path: str | None, environ_: Mapping[str, str]) -> Config:
     """Read defaults, then ``path`` (TOML) if given, then ``WC_*`` variables; validate; fill secrets.
 
@@ -537,18 +483,3 @@ def _fill_secrets(config: Config) -> Config:
         channel = dataclasses.replace(channel, api_keys=(secrets.token_urlsafe(24),))
         generated.append("channel.api_keys")
     return dataclasses.replace(config, channel=channel, generated=tuple(generated))
-
-
-def config_file_from_argv(argv: Sequence[str]) -> str | None:
-    """Find ``-c PATH`` / ``--config-file PATH`` of ``manage.py serve|runserver``, if any."""
-    if len(argv) < 2 or argv[1] not in ("serve", "runserver"):
-        return None
-    args = list(argv[2:])
-    for i, arg in enumerate(args):
-        if arg in ("-c", "--config-file") and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(("--config-file=", "-c=")):
-            return arg.split("=", 1)[1]  # as argparse reads them
-        if arg.startswith("-c") and len(arg) > 2 and not arg.startswith("--"):
-            return arg[2:]
-    return None

@@ -14,10 +14,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import metrics
-from .auth import TokenError, bearer_token, verify_token
-from .events import CloseCode, RelayMessage, RelayOverflow
+from .auth import bearer_token, verify_token
+from .events import CloseCode, RefusalReason, RelayMessage, RelayOverflow
+from .exceptions import InvalidChannelId, TokenError
 from .layers import layer_outage
-from .names import InvalidChannelId, group_name, validate_channel_id
+from .names import channel_id_from_url, group_name
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,13 @@ _open_sockets = 0
 class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """Relays every message published to a channel as one binary frame with exactly its bytes.
 
-    Refusals happen at the handshake, never after it: a bad channel id or a missing,
-    invalid, expired or other-channel token closes before accept, which Daphne answers
-    with HTTP 403. After accept the server closes only with a :class:`CloseCode`:
-    4003 when the client sends data, 4008 when it falls behind, 4013 when the channel
-    layer is unavailable.
+    Refusals happen at the handshake, never after it: a bad channel id (also one that is
+    not valid percent-encoded UTF-8 in the URL) or a missing, invalid, expired or
+    other-channel token closes before accept, which Daphne answers with HTTP 403. After
+    accept the server closes only with a :class:`CloseCode`: 4003 when the client sends
+    data, 4008 when it falls behind, 4013 when the channel layer is unavailable. Every
+    refusal, and a subscribe the layer could not take (4013 at once), is counted under its
+    :class:`RefusalReason`.
 
     Channels' consumer loop starts a task per message and waits on the client and the
     layer together; here the client's events are read in ``__call__`` and the layer's
@@ -76,14 +79,15 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Verify the token against the path, join the channel's group, accept, start relaying."""
         if _open_sockets >= settings.WEBCHANNEL.server.max_connections:
-            metrics.websocket_refused.labels(reason="max_connections").inc()
+            metrics.websocket_refused.labels(reason=RefusalReason.MAX_CONNECTIONS.value).inc()
             await self.close()
             return
         try:
-            channel_id = validate_channel_id(self.scope["url_route"]["kwargs"]["channel_id"])
+            routed = self.scope["url_route"]["kwargs"]["channel_id"]
+            channel_id = channel_id_from_url(routed, self.scope.get("raw_path"))
             verify_token(token_from_scope(self.scope) or "", channel_id, settings.WEBCHANNEL.secret_keys)
         except (InvalidChannelId, TokenError) as exc:
-            metrics.websocket_refused.labels(reason=type(exc).__name__).inc()
+            metrics.websocket_refused.labels(reason=exc.refusal.value).inc()
             logger.debug("subscribe refused: %s", exc)
             await self.close()
             return
@@ -97,6 +101,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.channel_layer.group_add(self.group, self.channel_name)
         except Exception as exc:  # the layer's own errors (Redis down, wedged): tell the client to retry
             layer_outage.failed("subscribe", exc)
+            metrics.websocket_refused.labels(reason=RefusalReason.LAYER_UNAVAILABLE.value).inc()
             await self._leave()
             await self.accept()
             await self._close(CloseCode.TRY_AGAIN_LATER)
@@ -169,7 +174,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def _close(self, code: CloseCode) -> None:
         if not self.closing:
             self.closing = True
-            metrics.websocket_closed.labels(code=str(int(code))).inc()
+            metrics.websocket_closed.labels(code=code.label).inc()
             await self.close(code=int(code))
 
     async def dispatch(self, message: dict[str, Any]) -> None:

@@ -1,8 +1,13 @@
-"""What travels between the views, the channel layer and the consumer, and how sockets close."""
+"""What travels between the views, the channel layer and the consumer; how sockets close or are refused.
+
+The values of :class:`CloseCode` and :class:`RefusalReason` are metric label values
+(``webchannel_websocket_closed_total{code}``, ``webchannel_websocket_refused_total{reason}``),
+documented in the README: members may be renamed, values never.
+"""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Literal, TypedDict
 
 
@@ -51,3 +56,25 @@ class CloseCode(IntEnum):
     """Relaying to this subscriber failed unexpectedly (cf. 1011); logged with its traceback."""
     TRY_AGAIN_LATER = 4013
     """The channel layer (Redis) is unavailable: reconnect with backoff (cf. 1013)."""
+
+    @property
+    def label(self) -> str:
+        """The ``code`` label of ``webchannel_websocket_closed_total``: the number itself."""
+        return str(self.value)
+
+
+class RefusalReason(StrEnum):
+    """Why a subscribe was refused; the value is the ``reason`` label of ``webchannel_websocket_refused_total``."""
+
+    INVALID_TOKEN = "invalid_token"  # noqa: S105 (a label, not a secret)
+    """No token, or one that is malformed, wrongly signed or not yet valid."""
+    EXPIRED_TOKEN = "expired_token"  # noqa: S105 (a label, not a secret)
+    """A correctly signed token past its expiry."""
+    WRONG_CHANNEL = "wrong_channel"
+    """A valid token for another channel."""
+    INVALID_CHANNEL_ID = "invalid_channel_id"
+    """The id in the URL breaks the channel-id rules or is not valid percent-encoded UTF-8."""
+    MAX_CONNECTIONS = "max_connections"
+    """The process already holds ``server.max_connections`` subscriber sockets."""
+    LAYER_UNAVAILABLE = "layer_unavailable"
+    """The channel layer could not add the subscriber (accepted, then closed at once with 4013)."""

@@ -19,6 +19,9 @@ from channels.layers import BaseChannelLayer
 
 from .backlog import OVERFLOWED, Backlog
 from .events import MESSAGE_OVERHEAD_BYTES, relay_overflow
+from .exceptions import LayerUnavailable
+
+__all__ = ["InMemoryChannelLayer", "LayerUnavailable", "layer_outage", "receive_from", "round_trip"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +29,9 @@ DEFAULT_MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 PRESSURE_MESSAGES = 8
 """A publish waits while one of the channel's local subscribers has more than this pending..."""
 DRAINED_MESSAGES = 2
-"""...until it is down to this many: publishers slow to the pace of delivery (issue 4 §4)."""
+"""...until it is down to this many: publishers slow to the pace of delivery (backpressure)."""
 READY_TIMEOUT_SECONDS = 2.0
 PRESSURE_WAIT_SECONDS = 2.0
-
-
-class LayerUnavailable(Exception):
-    """The channel layer did not carry a probe message back to this process."""
 
 
 async def receive_from(backlog: Backlog, forget: Callable[[], None]) -> dict[str, Any]:

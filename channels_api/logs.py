@@ -1,13 +1,69 @@
-"""Logging: the ``LOGGING`` setting from ``WC_LOG`` and an access log that never shows secrets."""
+"""Logging: the ``LOGGING`` setting from ``WC_LOG`` and an access log that never shows secrets.
+
+Imports nothing from Django (the settings module uses it before Django is set up).
+"""
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from .config import LogConfig
+from .exceptions import ConfigError
+
+ENV_LOG = "WC_LOG"
+DEFAULT_LOG_LEVEL = "INFO"
+LEVEL_OFF = logging.CRITICAL + 10
+"""``off``: above every level, so nothing is logged."""
+
+_LEVELS: dict[str, str | int] = {
+    "trace": "DEBUG",
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+    "critical": "CRITICAL",
+    "off": LEVEL_OFF,
+}
+_LOGGER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Levels from ``WC_LOG`` (env_logger syntax): a default and per-logger overrides."""
+
+    level: str | int = DEFAULT_LOG_LEVEL
+    loggers: tuple[tuple[str, str | int], ...] = ()
+
+
+def parse_log_spec(text: str, where: str = ENV_LOG) -> LogConfig:
+    """Parse ``WC_LOG`` like env_logger: ``debug`` or ``channels_api=debug,django=warning``.
+
+    ``where`` names the variable's source in the error (``WC_LOG``, or ``.env: WC_LOG``).
+    """
+    level: str | int = DEFAULT_LOG_LEVEL
+    loggers: list[tuple[str, str | int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.rpartition("=")
+        if not sep:
+            name, value = "", part
+        mapped = _LEVELS.get(value.strip().lower())
+        if mapped is None or (sep and not _LOGGER_NAME.fullmatch(name.strip())):
+            raise ConfigError(
+                f"{where}: cannot read {part!r}: expected LEVEL or LOGGER=LEVEL with LEVEL one of "
+                "trace, debug, info, warn, error, off"
+            )
+        if sep:
+            loggers.append((name.strip(), mapped))
+        else:
+            level = mapped
+    return LogConfig(level=level, loggers=tuple(loggers))
+
 
 access_logger = logging.getLogger("webchannel.access")
 

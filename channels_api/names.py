@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import unicodedata
+from urllib.parse import unquote_to_bytes
+
+from .exceptions import InvalidChannelId
+
+__all__ = [
+    "InvalidChannelId",
+    "channel_id_from_url",
+    "generate_channel_id",
+    "group_name",
+    "validate_channel_id",
+]
 
 MAX_CHANNEL_ID_LENGTH = 128
 GENERATED_ID_BYTES = 16  # 128 bits of randomness -> 22 URL-safe characters
 GROUP_PREFIX = "wc."
-
-
-class InvalidChannelId(ValueError):
-    """The text cannot be a channel id; the message says which rule it breaks."""
 
 
 def validate_channel_id(channel_id: str) -> str:
@@ -30,6 +38,27 @@ def validate_channel_id(channel_id: str) -> str:
         if unicodedata.category(char) in ("Cc", "Cs"):
             raise InvalidChannelId("channel id must not contain control characters")
     return channel_id
+
+
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def channel_id_from_url(decoded: str, raw_path: bytes | None) -> str:
+    """The channel id of a URL, checked: ``decoded`` as routed, ``raw_path`` as the client sent it.
+
+    Servers percent-decode the path leniently (Daphne and uvicorn turn ``%FF`` into U+FFFD
+    and keep ``%ZZ`` as it is), so a malformed id would pass for another, valid one. The raw
+    path (the ASGI ``raw_path``; None when the server does not give it) must be strictly
+    valid percent-encoded UTF-8; the decoded id then obeys the usual rules.
+    """
+    if raw_path is not None and b"%" in raw_path:
+        if _BAD_ESCAPE.search(raw_path):
+            raise InvalidChannelId("the channel id in the URL has a '%' not followed by two hex digits")
+        try:
+            unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidChannelId("the channel id in the URL is not percent-encoded UTF-8") from None
+    return validate_channel_id(decoded)
 
 
 def generate_channel_id() -> str:

@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
+from .exceptions import Problem
+
+__all__ = ["PROBLEM_CONTENT_TYPE", "Problem", "api_view", "problem_body", "problem_response"]
+
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-
-
-class Problem(Exception):
-    """An HTTP error a view raises; :func:`problem_response` turns it into the response."""
-
-    def __init__(
-        self,
-        status: HTTPStatus,
-        detail: str | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail or status.phrase)
-        self.status = status
-        self.detail = detail
-        self.headers = dict(headers or {})
 
 
 def problem_body(status: HTTPStatus, detail: str | None = None) -> bytes:

@@ -16,20 +16,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import metrics
-from .auth import (
-    InvalidToken,
-    WrongChannel,
-    api_key_matches,
-    bearer_token,
-    credentials_match,
-    issue_token,
-    verify_token,
-)
+from .auth import api_key_matches, bearer_token, credentials_match, issue_token, verify_token
 from .config import Config
 from .events import relay_message
-from .layers import LayerUnavailable, layer_outage, round_trip
-from .names import InvalidChannelId, generate_channel_id, group_name, validate_channel_id
-from .problems import Problem, api_view
+from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, WrongChannel
+from .layers import layer_outage, round_trip
+from .names import channel_id_from_url, generate_channel_id, group_name, validate_channel_id
+from .problems import api_view
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +38,15 @@ def _config() -> Config:
 
 
 def _require_api_key(request: HttpRequest) -> None:
-    if not api_key_matches(request.headers.get("x-api-key"), _config().channel.api_keys):
-        raise Problem(HTTPStatus.UNAUTHORIZED, "a valid x-api-key header is required", headers=_API_KEY_CHALLENGE)
+    presented = request.headers.get("x-api-key")
+    if not presented:
+        raise Problem(HTTPStatus.UNAUTHORIZED, "an x-api-key header is required", headers=_API_KEY_CHALLENGE)
+    if not api_key_matches(presented, _config().channel.api_keys):
+        raise _key_not_accepted()
+
+
+def _key_not_accepted() -> Problem:
+    return Problem(HTTPStatus.UNAUTHORIZED, "the x-api-key was not accepted", headers=_API_KEY_CHALLENGE)
 
 
 def _requested_channel_id(body: bytes) -> str:
@@ -86,9 +86,9 @@ async def create_channel(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"channelId": channel_id, "token": issued.token, "expiresAt": expires_at})
 
 
-def _path_channel_id(channel_id: str) -> str:
+def _path_channel_id(request: HttpRequest, channel_id: str) -> str:
     try:
-        return validate_channel_id(channel_id)
+        return channel_id_from_url(channel_id, request.scope.get("raw_path"))  # type: ignore[attr-defined]
     except InvalidChannelId as exc:
         raise Problem(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
@@ -96,10 +96,13 @@ def _path_channel_id(channel_id: str) -> str:
 def _require_publisher(request: HttpRequest, channel_id: str) -> None:
     """Accept a valid API key, or a Bearer token for this very channel."""
     config = _config()
-    if api_key_matches(request.headers.get("x-api-key"), config.channel.api_keys):
+    key = request.headers.get("x-api-key")
+    if key and api_key_matches(key, config.channel.api_keys):
         return
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
+        if key:
+            raise _key_not_accepted()
         raise Problem(
             HTTPStatus.UNAUTHORIZED,
             "an Authorization: Bearer token or x-api-key is required",
@@ -116,7 +119,7 @@ def _require_publisher(request: HttpRequest, channel_id: str) -> None:
 @api_view("POST")
 async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     """Relay the request body, unchanged, to every subscriber of the channel."""
-    channel_id = _path_channel_id(channel_id)
+    channel_id = _path_channel_id(request, channel_id)
     _require_publisher(request, channel_id)
     body = request.body
     layer = get_channel_layer()

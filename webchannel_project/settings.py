@@ -7,8 +7,10 @@ Nothing here is meant to be edited per deployment: use a TOML file (``-c`` or
 import os
 import secrets
 
-from channels_api.config import CREATE_BODY_LIMIT, Config, ConfigError, exit_with_config_error, load_config
+from channels_api.config import CREATE_BODY_LIMIT, Config, load_config
+from channels_api.exceptions import ConfigError
 from channels_api.logs import logging_settings
+from channels_api.management.cli import exit_with_config_error
 
 try:
     WEBCHANNEL: Config = load_config(None, os.environ)

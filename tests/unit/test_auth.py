@@ -14,8 +14,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from channels_api import auth
 from channels_api.auth import (
     LEEWAY_SECONDS,
+    ExpiredToken,
     InvalidToken,
     TokenError,
     WrongChannel,
@@ -176,10 +178,28 @@ def test_wrong_secret_for_another_channel_is_invalid_not_wrong_channel():
         verify_token(signed(OTHER_SECRET, cid="other"), CID, [SECRET])
 
 
-def test_token_expired_beyond_leeway_is_refused():
+def test_token_expired_beyond_leeway_is_refused_as_expired():
     now = int(time.time())
-    with pytest.raises(InvalidToken):
+    with pytest.raises(ExpiredToken, match="expired"):
         verify_token(signed(iat=now - 100, exp=now - LEEWAY_SECONDS - 5), CID, [SECRET])
+
+
+def test_a_cached_token_is_refused_as_expired_once_its_expiry_passes(monkeypatch):
+    now = int(time.time())
+    token = signed(iat=now, exp=now + 60)
+    assert verify_token(token, CID, [SECRET])["cid"] == CID  # verified once, now cached
+    later = now + 60 + LEEWAY_SECONDS + 1
+    monkeypatch.setattr(auth, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
+    with pytest.raises(ExpiredToken):
+        verify_token(token, CID, [SECRET])
+
+
+def test_an_expired_token_with_a_wrong_signature_is_invalid_not_expired():
+    # Only a correctly signed token may learn that it expired.
+    now = int(time.time())
+    with pytest.raises(InvalidToken) as info:
+        verify_token(signed(OTHER_SECRET, iat=now - 100, exp=now - 60), CID, [SECRET])
+    assert not isinstance(info.value, ExpiredToken)
 
 
 def test_token_expired_within_leeway_is_accepted():
@@ -297,7 +317,7 @@ def test_token_signed_with_dropped_secret_is_refused():
 
 def test_expired_token_signed_with_previous_secret_is_refused():
     now = int(time.time())
-    with pytest.raises(InvalidToken):
+    with pytest.raises(ExpiredToken):
         verify_token(signed(OTHER_SECRET, iat=now - 100, exp=now - 60), CID, [SECRET, OTHER_SECRET])
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
 import math
 import re
 import time
@@ -15,17 +13,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from channels_api.config import (
-    SECTIONS,
-    Config,
-    ConfigError,
-    config_file_from_argv,
-    keys,
-    load_config,
-    parse_listen_address,
-    parse_log_spec,
-)
-from channels_api.logs import logging_settings
+from channels_api.config import SECTIONS, Config, keys, load_config, parse_listen_address
+from channels_api.exceptions import ConfigError
 
 SECRET = "unit-secret-0123456789abcdef0123456789"
 API_KEY = "unit-api-key"
@@ -193,6 +182,39 @@ def test_toml_lists(tmp_path):
     assert config.channel.api_keys == ("foo", "bar")
     assert config.channel.previous_secret_keys == ("old1", "old2")
     assert config.server.cors_origins == ("https://a.example", "https://b.example")
+
+
+LIST_KEYS = [key for key in keys() if key.kind == tuple[str, ...]]
+
+
+@pytest.mark.parametrize("key", LIST_KEYS, ids=lambda key: key.dotted)
+@pytest.mark.parametrize("text", ["k1,k2", "k1", ""])
+def test_a_string_for_a_list_key_in_toml_is_a_type_error(tmp_path, key, text):
+    # TOML has arrays; comma-separated text is for environment variables only.
+    path = write(tmp_path, f"[{key.section}]\n{key.name} = {text!r}\n".replace("'", '"'))
+    message = config_error(path, {})
+    assert_names(message, path, key.dotted, "expected a list of strings")
+
+
+def test_every_list_key_is_covered_by_the_string_check():
+    assert {key.dotted for key in LIST_KEYS} == {
+        "server.allowed_hosts",
+        "server.cors_origins",
+        "channel.previous_secret_keys",
+        "channel.api_keys",
+    }
+
+
+@pytest.mark.parametrize("key", LIST_KEYS, ids=lambda key: key.dotted)
+def test_comma_separated_text_for_a_list_key_in_the_environment_is_a_list(key):
+    values = {
+        "server.allowed_hosts": "a.example,b.example",
+        "server.cors_origins": "https://a.example,https://b.example",
+        "channel.previous_secret_keys": "old1,old2",
+        "channel.api_keys": "k1,k2",
+    }
+    config = load_config(None, {key.env_name: values[key.dotted]})
+    assert getattr(getattr(config, key.section), key.name) == tuple(values[key.dotted].split(","))
 
 
 def test_previous_secret_keys_follow_the_signing_key():
@@ -715,56 +737,11 @@ def test_only_the_missing_secret_is_generated():
     assert config.generated == ("channel.api_keys",)
 
 
-# --- WC_LOG -------------------------------------------------------------------------------------
+# --- WC_LOG (parsed by channels_api.logs; its errors come through load_config) ------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "level", "loggers"),
-    [
-        ("", "INFO", ()),
-        ("debug", "DEBUG", ()),
-        ("DEBUG", "DEBUG", ()),
-        ("trace", "DEBUG", ()),
-        ("info", "INFO", ()),
-        ("warn", "WARNING", ()),
-        ("warning", "WARNING", ()),
-        ("error", "ERROR", ()),
-        ("channels_api=debug,django=warning", "INFO", (("channels_api", "DEBUG"), ("django", "WARNING"))),
-        ("warn, channels_api.consumers=trace", "WARNING", (("channels_api.consumers", "DEBUG"),)),
-        ("channels_api=debug,error", "ERROR", (("channels_api", "DEBUG"),)),
-    ],
-)
-def test_parse_log_spec(text, level, loggers):
-    log = parse_log_spec(text)
-    assert log.level == level
-    assert log.loggers == loggers
-
-
-def _numeric(level: str | int) -> int:
-    return level if isinstance(level, int) else logging.getLevelNamesMapping()[level]
-
-
-def test_off_silences_even_critical_records():
-    log = parse_log_spec("off")
-    assert _numeric(log.level) > logging.CRITICAL
-    assert _numeric(logging_settings(log)["root"]["level"]) > logging.CRITICAL
-
-
-def test_off_for_one_logger_silences_its_critical_records():
-    (name, level), *_ = parse_log_spec("django=off").loggers
-    assert name == "django"
-    assert _numeric(level) > logging.CRITICAL
-
-
-@pytest.mark.parametrize(
-    "text", ["verbose", "debug2", "channels_api=loud", "9abc=debug", "=debug", "a b=debug", "a=b=debug", "info;x"]
-)
-def test_bad_log_spec_is_a_one_line_error_naming_wc_log(text):
-    with pytest.raises(ConfigError) as info:
-        parse_log_spec(text)
-    message = str(info.value)
-    assert "\n" not in message
-    assert_names(message, "WC_LOG")
+@pytest.mark.parametrize("text", ["verbose", "channels_api=loud", "=debug"])
+def test_bad_wc_log_is_a_config_error_naming_wc_log(text):
     assert_names(config_error(None, {"WC_LOG": text}), "WC_LOG")
 
 
@@ -772,43 +749,6 @@ def test_wc_log_is_read_by_load_config():
     config = load_config(None, {"WC_LOG": "channels_api=debug,django=warning"})
     assert config.log.level == "INFO"
     assert dict(config.log.loggers) == {"channels_api": "DEBUG", "django": "WARNING"}
-
-
-# --- config file from the command line ----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        (["manage.py", "serve", "-c", "X.toml"], "X.toml"),
-        (["manage.py", "serve", "-cX.toml"], "X.toml"),
-        (["manage.py", "serve", "--config-file", "X.toml"], "X.toml"),
-        (["manage.py", "serve", "--config-file=X.toml"], "X.toml"),
-        (["manage.py", "runserver", "-c", "X.toml"], "X.toml"),
-        (["manage.py", "runserver", "127.0.0.1:9000", "--config-file=X.toml"], "X.toml"),
-        (["manage.py", "serve", "-v", "2", "-c", "/etc/wc.toml"], "/etc/wc.toml"),
-        (["manage.py", "serve"], None),
-        (["manage.py", "serve", "-c"], None),
-        (["manage.py", "migrate", "-c", "X.toml"], None),
-        (["manage.py", "check", "--config-file=X.toml"], None),
-        (["manage.py"], None),
-        ([], None),
-    ],
-)
-def test_config_file_from_argv(argv, expected):
-    assert config_file_from_argv(argv) == expected
-
-
-@pytest.mark.parametrize(
-    "args",
-    [["-c", "a.toml"], ["-ca.toml"], ["--config-file", "a.toml"], ["--config-file=a.toml"], ["-c=a.toml"]],
-)
-def test_config_file_from_argv_agrees_with_the_command_option(args):
-    # manage.py reads the file name before Django; the command parses the same option with
-    # argparse. Both must see the same file.
-    parser = argparse.ArgumentParser()
-    parser.add_argument("-c", "--config-file")
-    assert config_file_from_argv(["manage.py", "serve", *args]) == parser.parse_args(args).config_file
 
 
 # --- property: load_config only ever returns a Config or raises a one-line ConfigError -------------

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from channels_api.config import LogConfig, parse_log_spec
-from channels_api.logs import log_action, logging_settings, redact_path
+from channels_api.exceptions import ConfigError
+from channels_api.logs import LogConfig, log_action, logging_settings, parse_log_spec, redact_path
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJjaWQiOiJzZWNyZXQifQ.c2lnbmF0dXJl"
 
@@ -145,3 +145,60 @@ def test_every_level_in_logging_settings_is_a_level_logging_knows(spec):
     known = logging.getLevelNamesMapping()
     for level in levels:
         assert isinstance(level, int) or level in known, level
+
+
+# --- WC_LOG parsing -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "level", "loggers"),
+    [
+        ("", "INFO", ()),
+        ("debug", "DEBUG", ()),
+        ("DEBUG", "DEBUG", ()),
+        ("trace", "DEBUG", ()),
+        ("info", "INFO", ()),
+        ("warn", "WARNING", ()),
+        ("warning", "WARNING", ()),
+        ("error", "ERROR", ()),
+        ("channels_api=debug,django=warning", "INFO", (("channels_api", "DEBUG"), ("django", "WARNING"))),
+        ("warn, channels_api.consumers=trace", "WARNING", (("channels_api.consumers", "DEBUG"),)),
+        ("channels_api=debug,error", "ERROR", (("channels_api", "DEBUG"),)),
+    ],
+)
+def test_parse_log_spec(text, level, loggers):
+    log = parse_log_spec(text)
+    assert log.level == level
+    assert log.loggers == loggers
+
+
+def _numeric(level: str | int) -> int:
+    return level if isinstance(level, int) else logging.getLevelNamesMapping()[level]
+
+
+def test_off_silences_even_critical_records():
+    log = parse_log_spec("off")
+    assert _numeric(log.level) > logging.CRITICAL
+    assert _numeric(logging_settings(log)["root"]["level"]) > logging.CRITICAL
+
+
+def test_off_for_one_logger_silences_its_critical_records():
+    (name, level), *_ = parse_log_spec("django=off").loggers
+    assert name == "django"
+    assert _numeric(level) > logging.CRITICAL
+
+
+@pytest.mark.parametrize(
+    "text", ["verbose", "debug2", "channels_api=loud", "9abc=debug", "=debug", "a b=debug", "a=b=debug", "info;x"]
+)
+def test_bad_log_spec_is_a_one_line_error_naming_wc_log(text):
+    with pytest.raises(ConfigError) as info:
+        parse_log_spec(text)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "WC_LOG" in message
+
+
+def test_log_spec_error_names_where_the_value_came_from():
+    with pytest.raises(ConfigError, match=r"^\.env: WC_LOG: cannot read 'loud'"):
+        parse_log_spec("loud", where=".env: WC_LOG")

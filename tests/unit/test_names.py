@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from urllib.parse import quote, unquote
 
 import pytest
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer
@@ -13,12 +14,14 @@ from hypothesis import strategies as st
 from channels_api.names import (
     MAX_CHANNEL_ID_LENGTH,
     InvalidChannelId,
+    channel_id_from_url,
     generate_channel_id,
     group_name,
     validate_channel_id,
 )
 
 HYPOTHESIS = settings(max_examples=200, deadline=None)
+PREFIX = "/webchannel/v1/channels/"
 
 
 def is_valid(channel_id: str) -> bool:
@@ -156,3 +159,64 @@ def test_ids_differing_only_in_unicode_normalisation_are_distinct_groups():
 
 def test_ids_differing_only_in_case_are_distinct_groups():
     assert group_name("Abc") != group_name("abc")
+
+
+# --- ids in URLs: the raw path must be valid percent-encoded UTF-8 ---------------------------------
+
+
+def lenient(raw: str) -> str:
+    """The id as Daphne (and uvicorn) route it: percent-decoded with U+FFFD for bad UTF-8."""
+    return unquote(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "rule"),
+    [
+        ("%FF", "not percent-encoded UTF-8"),
+        ("a%FFb", "not percent-encoded UTF-8"),
+        ("%C3", "not percent-encoded UTF-8"),  # a truncated two-byte sequence
+        ("%C3%28", "not percent-encoded UTF-8"),
+        ("%ED%A0%80", "not percent-encoded UTF-8"),  # an encoded surrogate
+        ("%ZZ", "'%' not followed by two hex digits"),
+        ("a%", "'%' not followed by two hex digits"),
+        ("a%2", "'%' not followed by two hex digits"),
+        ("%%41", "'%' not followed by two hex digits"),
+    ],
+)
+def test_malformed_percent_encoding_in_a_url_is_an_invalid_channel_id(raw, rule):
+    with pytest.raises(InvalidChannelId, match=re.escape(rule)):
+        channel_id_from_url(lenient(raw), (PREFIX + raw).encode("ascii"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("plain", "plain"),
+        ("t%C3%A9st", "t\u00e9st"),
+        ("%EF%BF%BD", "\ufffd"),  # a real U+FFFD, properly encoded, is a valid id
+        ("100%25", "100%"),
+        ("%f0%9f%9a%80", "\U0001f680"),  # lower-case hex digits
+        ("a%2Eb", "a.b"),
+    ],
+)
+def test_well_formed_percent_encoding_gives_the_decoded_id(raw, expected):
+    assert channel_id_from_url(lenient(raw), (PREFIX + raw).encode("ascii")) == expected
+
+
+@pytest.mark.parametrize("raw", ["a%2Fb", "a%20b", "%00"])
+def test_a_well_encoded_id_still_obeys_the_id_rules(raw):
+    with pytest.raises(InvalidChannelId):
+        channel_id_from_url(lenient(raw), (PREFIX + raw).encode("ascii"))
+
+
+def test_without_a_raw_path_the_routed_id_is_checked_as_it_is():
+    assert channel_id_from_url("%ZZ", None) == "%ZZ"
+    with pytest.raises(InvalidChannelId):
+        channel_id_from_url("a b", None)
+
+
+@HYPOTHESIS
+@given(st.text(min_size=1, max_size=MAX_CHANNEL_ID_LENGTH).filter(is_valid))
+def test_any_valid_id_encoded_as_browsers_do_comes_back_unchanged(channel_id):
+    raw = quote(channel_id, safe="")
+    assert channel_id_from_url(lenient(raw), (PREFIX + raw).encode("ascii")) == channel_id

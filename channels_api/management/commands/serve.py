@@ -12,8 +12,9 @@ from daphne.management.commands.runserver import get_default_application
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from channels_api.config import exit_with_config_error, parse_listen_address
+from channels_api.config import parse_listen_address
 from channels_api.logs import log_action
+from channels_api.management.cli import exit_with_config_error
 from channels_api.server.daphne_server import WebchannelServer
 from channels_api.server.workers import Supervisor, endpoint_for_fd, listening_sockets
 
