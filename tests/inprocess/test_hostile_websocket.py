@@ -1,4 +1,4 @@
-"""Hostile WebSocket handshakes and frames (issue 3, point 7), checked with hypothesis.
+"""Hostile WebSocket handshakes and frames, checked with hypothesis.
 
 A handshake is accepted only for a valid token whose ``cid`` is the decoded path id, and
 refused (closed before accept, which Daphne answers with 403) otherwise, never with an
@@ -44,6 +44,8 @@ from .test_hostile_http import (
     valid_channel_ids,
     weighted,
 )
+
+pytestmark = pytest.mark.slow
 
 DATA_FROM_CLIENT = 4003
 BEARER_SUBPROTOCOL = "webchannel.bearer."
