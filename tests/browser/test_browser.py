@@ -20,7 +20,7 @@ import pytest
 
 from tests.harness import API_KEY, REPO, ServerProcess, timeout
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

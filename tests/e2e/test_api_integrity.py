@@ -195,6 +195,7 @@ async def test_fifty_subscribers_each_receive_every_message_in_order(shared_serv
         assert received == messages
 
 
+@pytest.mark.slow
 async def test_two_thousand_sequential_publishes_arrive_complete_and_in_order_at_busy_and_idle_subscribers(
     shared_server: ServerProcess,
 ) -> None:

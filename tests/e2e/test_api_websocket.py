@@ -90,6 +90,7 @@ async def test_a_socket_closed_for_sending_data_no_longer_receives_while_others_
         assert await recv_binary(listener) == b"after the close"
 
 
+@pytest.mark.slow
 def test_server_sends_keepalive_pings_and_a_peer_that_answers_stays_connected(ping_server: ServerProcess) -> None:
     """A raw client sees ping frames (opcode 0x9), answers each with a pong, and is kept well past
     ``ping_interval + ping_timeout``: it still gets published messages."""
@@ -117,6 +118,7 @@ def test_server_sends_keepalive_pings_and_a_peer_that_answers_stays_connected(pi
         ws.close()
 
 
+@pytest.mark.slow
 def test_a_peer_that_never_answers_pings_is_dropped(ping_server: ServerProcess) -> None:
     channel_id, token = create_channel(ping_server.url)
     baseline = settled_users_connected(ping_server.url)

@@ -36,6 +36,7 @@ async def closed_at(ws: websockets.ClientConnection) -> tuple[float, int | None]
         return time.monotonic(), (exc.rcvd.code if exc.rcvd is not None else None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", SIGNALS)
 async def test_signal_closes_every_subscriber_with_1012_spread_over_the_window_then_exits_0(
     tmp_path: Path, signum: signal.Signals

@@ -14,7 +14,7 @@ import websockets
 from tests.e2e.helpers import create_channel, http_client, publish, subscribe
 from tests.harness import base_config, serving, timeout
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PUBLISHERS = 16
 SECONDS = 2.0

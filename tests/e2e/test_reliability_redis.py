@@ -26,7 +26,7 @@ import websockets
 from tests.e2e.helpers import closed_with, create_channel, http_client, publish, recv_binary, subscribe
 from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PAUSE_MS = 4000
 READYZ_503_WITHIN = 3.0  # the probe gives up after 2 s; the pause lasts 4 s

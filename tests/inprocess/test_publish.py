@@ -226,6 +226,7 @@ async def test_publish_is_503_problem_quickly_when_redis_is_unreachable(async_cl
     assert sample("webchannel_messages_published_total") == messages
 
 
+@pytest.mark.slow
 async def test_publish_is_503_problem_within_bounds_when_redis_never_answers(async_client, silent_redis_layer):
     started = time.monotonic()
     async with asyncio.timeout(timeout(5)):
