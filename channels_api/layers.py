@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -21,7 +22,15 @@ from .backlog import OVERFLOWED, Backlog
 from .events import MESSAGE_OVERHEAD_BYTES, relay_overflow
 from .exceptions import LayerUnavailable
 
-__all__ = ["InMemoryChannelLayer", "LayerUnavailable", "layer_outage", "receive_from", "round_trip"]
+__all__ = [
+    "InMemoryChannelLayer",
+    "LayerUnavailable",
+    "Readiness",
+    "layer_outage",
+    "readiness",
+    "receive_from",
+    "round_trip",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +39,12 @@ PRESSURE_MESSAGES = 8
 """A publish waits while one of the channel's local subscribers has more than this pending..."""
 DRAINED_MESSAGES = 2
 """...until it is down to this many: publishers slow to the pace of delivery (backpressure)."""
-READY_TIMEOUT_SECONDS = 2.0
+ROUND_TRIP_TIMEOUT_SECONDS = 2.0
 PRESSURE_WAIT_SECONDS = 2.0
+READY_MAX_AGE_SECONDS = 1.0
+"""A readiness result, ok or failed, is reused this long after its probe started..."""
+READY_TIMEOUT_SECONDS = 0.8
+"""...and a probe gives up after this: an outage shows as 503 at most 1.8 s after it begins."""
 
 
 async def receive_from(backlog: Backlog, forget: Callable[[], None]) -> dict[str, Any]:
@@ -87,28 +100,85 @@ class OutageLog:
 layer_outage = OutageLog()
 
 
-async def round_trip(layer: Any, within: float = READY_TIMEOUT_SECONDS) -> None:
+async def round_trip(layer: Any, within: float = ROUND_TRIP_TIMEOUT_SECONDS) -> None:
     """Send a probe through ``layer`` as a group message and wait until it comes back here.
 
     This exercises the path every published message takes (for Redis: PUBLISH, the
     pub/sub connection, the local fan-out), so a wedged subscription fails too.
     """
-    channel = await layer.new_channel("readyz.")
+    answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+    await _probe(layer, within, answer)
+    failure = answer.result()
+    if failure is not None:
+        raise LayerUnavailable(failure)
+
+
+async def _probe(layer: Any, within: float, answer: asyncio.Future[str | None]) -> None:
+    """A round trip; ``answer`` gets None or what failed as soon as that is known, before the cleanup."""
     group = f"wc-readyz.{uuid.uuid4().hex}"
+    channel = None
     try:
         async with asyncio.timeout(within):
+            channel = await layer.new_channel("readyz.")
             await layer.group_add(group, channel)
             await layer.group_send(group, {"type": "readyz.probe"})
             await layer.receive(channel)
+        answer.set_result(None)
     except TimeoutError:
-        raise LayerUnavailable(f"the channel layer did not answer within {within:g} s") from None
+        answer.set_result(f"the channel layer did not answer within {within:g} s")
     except Exception as exc:
-        raise LayerUnavailable(f"the channel layer is unavailable ({type(exc).__name__})") from None
+        answer.set_result(f"the channel layer is unavailable ({type(exc).__name__})")
     finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(within):
-                await layer.group_discard(group, channel)
-        layer.forget_channel(channel)
+        if not answer.done():  # cancelled
+            answer.set_result("the readiness probe was cancelled")
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(within):
+                    await layer.group_discard(group, channel)
+            layer.forget_channel(channel)
+
+
+class Readiness:
+    """``/readyz``'s check: one round trip shared by concurrent callers, its result reused for a while.
+
+    However often probes ask, the channel layer (Redis) sees at most one round trip per
+    ``max_age`` seconds per process. ``max_age + within`` bounds how long after an outage
+    begins a 200 can still be answered.
+    """
+
+    def __init__(
+        self,
+        max_age: float = READY_MAX_AGE_SECONDS,
+        within: float = READY_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_age = max_age
+        self.within = within
+        self.clock = clock
+        self._answer: asyncio.Future[str | None] | None = None
+        self._started = 0.0
+        self._for: tuple[object, object] | None = None  # (event loop, layer) the answer belongs to
+        self._probes: set[asyncio.Task[None]] = set()  # running, cleanup included
+
+    async def check(self, layer: Any) -> None:
+        """Return if the layer carried a probe back lately (or does now); else raise LayerUnavailable."""
+        loop = asyncio.get_running_loop()
+        answer = self._answer
+        if answer is None or self._for != (loop, layer) or self._expired(answer):
+            answer = self._answer = loop.create_future()
+            self._started, self._for = self.clock(), (loop, layer)
+            probe = loop.create_task(_probe(layer, self.within, answer))
+            self._probes.add(probe)
+            probe.add_done_callback(self._probes.discard)
+        failure = await asyncio.shield(answer)  # a caller that goes away does not cancel the others' probe
+        if failure is not None:
+            raise LayerUnavailable(failure)
+
+    def _expired(self, answer: asyncio.Future[str | None]) -> bool:
+        return answer.done() and self.clock() - self._started >= self.max_age
+
+
+readiness = Readiness()
 
 
 def message_size(message: dict[str, Any]) -> int:

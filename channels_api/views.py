@@ -20,7 +20,7 @@ from .auth import api_key_matches, bearer_token, credentials_match, issue_token,
 from .config import Config
 from .events import relay_message
 from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, WrongChannel
-from .layers import layer_outage, round_trip
+from .layers import layer_outage, readiness
 from .names import channel_id_from_url, generate_channel_id, group_name, validate_channel_id
 from .problems import api_view
 
@@ -147,9 +147,9 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 
 @api_view("GET", "HEAD")
 async def readyz(request: HttpRequest) -> HttpResponse:
-    """A message published through the channel layer came back to this process."""
+    """A message published through the channel layer came back to this process (within the last second)."""
     try:
-        await round_trip(get_channel_layer())
+        await readiness.check(get_channel_layer())
     except LayerUnavailable as exc:
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
     return HttpResponse("OK", content_type="text/plain")
