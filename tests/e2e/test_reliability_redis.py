@@ -1,14 +1,10 @@
-"""Readiness follows the real channel layer, and a Redis outage is logged once (issue 3, points 2-3).
+"""A Redis outage is logged once, however many requests fail, and its end once.
 
 Complements tests/e2e/test_ops_redis.py (503 publishes during an outage, one "Redis pub/sub
 connection lost" warning, recovery of old and new subscribers, 4013 for a subscribe during the
-outage) with what it does not check:
-
-- ``/readyz`` proves a round trip through Redis pub/sub: a Redis that accepts connections but
-  does not answer (``CLIENT PAUSE``) makes it 503 within ~2.5 s (asserted: 3 s, well before the
-  4 s pause ends), and 200 again afterwards;
-- an outage with many failed publishes *and* subscribes logs exactly one "channel layer
-  unavailable" warning, and one "channel layer available again" once a publish succeeds.
+outage): an outage with many failed publishes *and* subscribes logs exactly one "channel layer
+unavailable" warning, and one "channel layer available again" once a publish succeeds.
+``/readyz`` during outages (a paused or a stopped Redis) is tested in tests/e2e/test_readiness.py.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 import websockets
 
 from tests.e2e.helpers import closed_with, create_channel, http_client, publish, recv_binary, subscribe
@@ -28,8 +23,6 @@ from tests.harness import RedisServer, ServerProcess, base_config, serving, time
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-PAUSE_MS = 4000
-READYZ_503_WITHIN = 3.0  # the probe gives up after 2 s; the pause lasts 4 s
 UNAVAILABLE = "channel layer unavailable"
 AVAILABLE_AGAIN = "channel layer available again"
 
@@ -61,35 +54,6 @@ async def wait_readyz(client: httpx.AsyncClient, server: ServerProcess, status: 
 
 def log_lines(server: ServerProcess, text: str) -> list[str]:
     return [line for line in server.output().splitlines() if text in line]
-
-
-async def test_readyz_is_503_while_redis_does_not_answer_and_200_again_after(
-    redis_server: RedisServer, redis_backed: ServerProcess
-) -> None:
-    server = redis_backed
-    async with http_client() as client:
-        await wait_readyz(client, server, 200, 10)
-        status, elapsed = await readyz(client, server)
-        assert status == 200
-        print(f"[readyz] 200 in {elapsed * 1000:.0f} ms with Redis answering")
-
-        admin = redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=timeout(5))
-        try:
-            assert admin.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
-            paused_at = time.monotonic()
-            status, elapsed = await readyz(client, server)
-        finally:
-            admin.close()
-        print(f"[readyz] {status} in {elapsed:.2f} s while Redis is paused (CLIENT PAUSE {PAUSE_MS} ALL)")
-        assert time.monotonic() - paused_at < PAUSE_MS / 1000, "the measurement outlasted the pause: inconclusive"
-        assert status == 503, f"/readyz answered {status} while Redis was paused"
-        assert elapsed < timeout(READYZ_503_WITHIN), f"/readyz took {elapsed:.2f}s to answer 503"
-
-        recovered = await wait_readyz(client, server, 200, 15)
-        print(
-            f"[readyz] 200 again {time.monotonic() - paused_at:.1f} s after the pause began ({recovered:.1f} s polling)"
-        )
-    assert "Traceback" not in server.output()
 
 
 async def test_an_outage_is_logged_once_however_many_requests_fail_and_its_end_once(
