@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .envfile import EnvFile
 from .exceptions import ConfigError
 from .logs import ENV_LOG, LogConfig, parse_log_spec
 
@@ -414,31 +415,47 @@ def _file_values(path: str, by_name: Mapping[str, Key]) -> Values:
     return values
 
 
-def _env_values(environ_: Mapping[str, str], by_name: Mapping[str, Key]) -> Values:
+def _env_values(environ_: Mapping[str, str], by_name: Mapping[str, Key], env_file: str | None = None) -> Values:
+    """The ``WC_SECTION__KEY`` variables of ``environ_``; ``env_file`` names the .env file they came from, if any."""
     by_env = {key.env_name: key for key in by_name.values()}
     values = {}
     for env_name in sorted(environ_):
         if not env_name.startswith(ENV_PREFIX) or "__" not in env_name:
             continue
+        where = f"{env_file}: {env_name}" if env_file else env_name
         key = by_env.get(env_name)
         if key is None:
-            raise ConfigError(f"{env_name!r}: unknown configuration variable")
-        values[key.dotted] = (_apply(key, environ_[env_name], env_name, _from_env), env_name)
+            raise ConfigError(f"{where if env_file else repr(env_name)}: unknown configuration variable")
+        values[key.dotted] = (_apply(key, environ_[env_name], where, _from_env), where)
     return values
 
 
-def load_config(path: str | None, environ_: Mapping[str, str]) -> Config:
+def load_config(path: str | None, environ_: Mapping[str, str], env_file: EnvFile | None = None) -> Config:
     """Read defaults, then ``path`` (TOML) if given, then ``WC_*`` variables; validate; fill secrets.
 
-    ``path`` falls back to ``WC_CONFIG_FILE`` from ``environ_``.
+    ``path`` falls back to ``WC_CONFIG_FILE``. ``env_file`` holds the variables of a ``.env``
+    file (read by :func:`channels_api.envfile.read_env_file`): they count as environment
+    variables, except where ``environ_`` sets the same name, and errors name the file.
     """
-    path = path or environ_.get(ENV_CONFIG_FILE) or None
+    from_file = {k: v for k, v in env_file.values.items() if k not in environ_} if env_file else {}
+
+    def variable(name: str) -> tuple[str | None, str]:
+        if name in environ_:
+            return environ_[name], name
+        if env_file is not None and name in from_file:
+            return from_file[name], f"{env_file.path}: {name}"
+        return None, name
+
+    path = path or variable(ENV_CONFIG_FILE)[0] or None
     by_name = {key.dotted: key for key in keys()}
     values: Values = {}
     if path:
         values.update(_file_values(path, by_name))
+    if env_file is not None:
+        values.update(_env_values(from_file, by_name, env_file.path))
     values.update(_env_values(environ_, by_name))
-    log = parse_log_spec(environ_.get(ENV_LOG, ""))
+    log_spec, log_source = variable(ENV_LOG)
+    log = parse_log_spec(log_spec or "", where=log_source)
     sections = {
         name: cls(**{k.split(".", 1)[1]: v for k, (v, _) in values.items() if k.startswith(name + ".")})
         for name, cls in SECTIONS.items()

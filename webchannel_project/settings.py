@@ -1,19 +1,20 @@
 """Django settings: webchannel's configuration, read once by ``load_config``, mapped to Django.
 
 Nothing here is meant to be edited per deployment: use a TOML file (``-c`` or
-``WC_CONFIG_FILE``) and ``WC_*`` variables, documented in the README.
+``WC_CONFIG_FILE``), ``WC_*`` variables and a ``.env`` file, documented in the README.
 """
 
 import os
 import secrets
 
 from channels_api.config import CREATE_BODY_LIMIT, Config, load_config
+from channels_api.envfile import read_env_file
 from channels_api.exceptions import ConfigError
 from channels_api.logs import logging_settings
 from channels_api.management.cli import exit_with_config_error
 
 try:
-    WEBCHANNEL: Config = load_config(None, os.environ)
+    WEBCHANNEL: Config = load_config(None, os.environ, read_env_file(os.environ))
 except ConfigError as exc:  # wherever the settings are loaded
     exit_with_config_error(str(exc))
 
