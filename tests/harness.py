@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.common import API_KEY, SECRET_KEY
+
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_SCALE = float(os.environ.get("WEBCHANNEL_TEST_TIMEOUT_SCALE", "1"))
 
-SECRET_KEY = "test-secret-0123456789abcdef0123456789abcdef"
-API_KEY = "test-api-key"
-
-# The metrics SPEC §2 (Operations) requires on /metrics.
-SPEC_METRIC_NAMES = [
+# The metrics the product contract requires every process to expose on /metrics.
+REQUIRED_METRIC_NAMES = [
     "webchannel_messages_published_total",
     "webchannel_messages_published_bytes_total",
     "webchannel_messages_sent_total",

@@ -2,7 +2,7 @@
 
 import os
 
-from tests.harness import API_KEY, SECRET_KEY
+from tests.common import API_KEY, SECRET_KEY
 
 for _name in [n for n in os.environ if n.startswith("WC_")]:
     del os.environ[_name]

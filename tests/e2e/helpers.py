@@ -5,7 +5,7 @@ Real ``manage.py`` processes (started with :func:`tests.harness.run_serve` /
 (asyncio) for subscribers, and a small raw-socket WebSocket client for what a library client
 hides (ping frames, a peer that never answers them). Every helper that talks to a server takes
 its ``base_url`` (``http://host:port``, e.g. ``ServerProcess.url``). Every wait is bounded by
-:func:`tests.harness.timeout`.
+:func:`tests.harness.timeout`. Tokens and the problem+json check come from :mod:`tests.common`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import re
 import socket
@@ -26,17 +25,16 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-import jwt
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests import harness
-from tests.harness import API_KEY, SECRET_KEY, ServerProcess, timeout
+from tests.common import API_KEY
+from tests.harness import ServerProcess, timeout
 
 T = TypeVar("T")
 
 CHANNELS = "/webchannel/v1/channels"
-PROBLEM_JSON = "application/problem+json"
 RETRYABLE_CLOSE_CODES = {4013, 1012, 1013}
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -76,46 +74,6 @@ async def publish(
     if api_key is not None:
         headers["x-api-key"] = api_key
     return await client.post(channel_url(base_url, channel_id), content=data, headers=headers)
-
-
-def assert_problem(response: httpx.Response, status: int | tuple[int, ...]) -> dict[str, Any]:
-    """``response`` is an RFC 7807 problem with ``status`` (one of them): content type, title, status."""
-    allowed = (status,) if isinstance(status, int) else status
-    assert response.status_code in allowed, f"status {response.status_code}, expected {allowed}: {response.text}"
-    content_type = response.headers.get("content-type", "")
-    assert content_type.split(";")[0].strip() == PROBLEM_JSON, f"content-type {content_type!r}: {response.text}"
-    document = response.json()
-    assert isinstance(document, dict), document
-    assert isinstance(document.get("title"), str), document
-    assert document["title"], document
-    assert document.get("status") == response.status_code, document
-    return document
-
-
-# --- tokens ----------------------------------------------------------------------------------
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def mint_token(channel_id: str, *, exp_offset: int = 3600, secret: str = SECRET_KEY) -> str:
-    """An HS256 token for ``channel_id`` expiring ``exp_offset`` seconds from now (may be negative)."""
-    now = int(time.time())
-    claims = {"cid": channel_id, "iat": min(now, now + exp_offset - 60), "exp": now + exp_offset}
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def alg_none_token(channel_id: str) -> str:
-    """An unsigned ``alg: none`` token with otherwise valid claims."""
-    now = int(time.time())
-    header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
-    payload = b64url(json.dumps({"cid": channel_id, "iat": now, "exp": now + 3600}).encode())
-    return f"{header}.{payload}."
 
 
 # --- WebSocket (library client) --------------------------------------------------------------

@@ -15,14 +15,12 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from tests.common import alg_none_token, assert_problem, expired_token, make_token
 from tests.e2e.helpers import (
     CHANNELS,
-    alg_none_token,
-    assert_problem,
     channel_url,
     create_channel,
     http_client,
-    mint_token,
     publish,
     recv_binary,
     refused_status,
@@ -150,10 +148,10 @@ def _bad_credentials(channel_id: str) -> dict[str, dict[str, str]]:
         "none": {},
         "garbage-token": {"authorization": "Bearer not.a.token"},
         "empty-bearer": {"authorization": "Bearer"},
-        "expired-token": {"authorization": f"Bearer {mint_token(channel_id, exp_offset=-60)}"},
+        "expired-token": {"authorization": f"Bearer {expired_token(channel_id)}"},
         "alg-none-token": {"authorization": f"Bearer {alg_none_token(channel_id)}"},
-        "wrong-secret": {"authorization": f"Bearer {mint_token(channel_id, secret='another-secret-' + 'x' * 32)}"},
-        "basic-scheme": {"authorization": f"Basic {mint_token(channel_id)}"},
+        "wrong-secret": {"authorization": f"Bearer {make_token(channel_id, secret='another-secret-' + 'x' * 32)}"},
+        "basic-scheme": {"authorization": f"Basic {make_token(channel_id)}"},
         "wrong-api-key": {"x-api-key": "wrong-key"},
         "api-key-as-bearer": {"authorization": f"Bearer {API_KEY}"},
     }
@@ -351,9 +349,9 @@ async def test_subscribe_with_a_bad_token_is_refused(shared_server: ServerProces
     _, other_token = create_channel(shared_server.url)
     token = {
         "garbage": "not.a.token",
-        "expired": mint_token(channel_id, exp_offset=-60),
+        "expired": expired_token(channel_id),
         "alg-none": alg_none_token(channel_id),
-        "wrong-secret": mint_token(channel_id, secret="another-secret-" + "x" * 32),
+        "wrong-secret": make_token(channel_id, secret="another-secret-" + "x" * 32),
         "other-channel": other_token,
         "empty": "",
         "api-key": API_KEY,
@@ -368,7 +366,7 @@ async def test_subscribe_with_a_bad_token_is_refused(shared_server: ServerProces
 @pytest.mark.parametrize("channel_id", [p.values[0] for p in INVALID_IDS if p.values[0]])
 async def test_subscribe_to_an_invalid_channel_id_is_refused(shared_server: ServerProcess, channel_id: str) -> None:
     """Even with a correctly signed token whose ``cid`` is that very (invalid) id."""
-    token = mint_token(channel_id)
+    token = make_token(channel_id)
     assert await refused_status(ws_url(shared_server.url, channel_id, token)) in (401, 403)
 
 

@@ -16,9 +16,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests.common import b64url_decode, token_claims
 from tests.e2e.helpers import (
     CHANNELS,
-    b64url_decode,
     channel_url,
     create_channel,
     http_client,
@@ -254,8 +254,7 @@ async def test_percent_encoded_unicode_channel_ids_work_for_subscribe_and_publis
 ) -> None:
     created_id, token = create_channel(shared_server.url, channel_id)
     assert created_id == channel_id
-    claims = json.loads(b64url_decode(token.split(".")[1]))
-    assert claims["cid"] == channel_id
+    assert token_claims(token)["cid"] == channel_id
     async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
         payload = f"to {channel_id}".encode()
         response = await publish(client, shared_server.url, channel_id, payload, token=token)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.common import assert_problem
 from tests.e2e.helpers import (
     CHANNELS,
-    assert_problem,
     channel_url,
     create_channel,
     http_client,
@@ -24,7 +24,7 @@ from tests.e2e.helpers import (
     recv_binary,
     subscribe,
 )
-from tests.harness import API_KEY, SPEC_METRIC_NAMES, ServerProcess, base_config, serving, timeout
+from tests.harness import API_KEY, REQUIRED_METRIC_NAMES, ServerProcess, base_config, serving, timeout
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +86,7 @@ async def test_metrics_expose_every_spec_metric_and_responses_by_view_and_status
         assert unauthorised.status_code == 401
         text = (await client.get(f"{shared_server.url}/metrics")).text
     assert_prometheus_text(text)
-    for name in SPEC_METRIC_NAMES:
+    for name in REQUIRED_METRIC_NAMES:
         assert metric_value(text, name) is not None, f"{name} missing from /metrics"
     assert sample(text, "webchannel_messages_published_total") >= 1
     assert sample(text, "webchannel_messages_published_bytes_total") >= len(b"counted")

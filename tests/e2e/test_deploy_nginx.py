@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from channels_api.config import ChannelConfig
+from tests.common import assert_problem
 from tests.e2e.helpers import (
-    assert_problem,
     closed_with,
     create_channel,
     http_client,

@@ -11,13 +11,11 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.common import PROBLEM_JSON, assert_problem, expired_token, make_token
 from tests.e2e.helpers import (
     CHANNELS,
-    PROBLEM_JSON,
-    assert_problem,
     metric_value,
     metrics_text,
-    mint_token,
     websocket_handshake,
 )
 from tests.harness import API_KEY, ServerProcess, timeout
@@ -65,7 +63,7 @@ def test_subscribe_to_an_id_with_malformed_percent_encoding_is_refused(
     shared_server: ServerProcess, raw: str, routed: str
 ):
     before = refused(shared_server.url, "invalid_channel_id")
-    target = f"{CHANNELS}/{raw}?access_token={mint_token(routed)}"
+    target = f"{CHANNELS}/{raw}?access_token={make_token(routed)}"
     assert websocket_handshake(shared_server.url, target) == 403
     assert refused(shared_server.url, "invalid_channel_id") == before + 1
 
@@ -77,7 +75,7 @@ def test_a_properly_encoded_replacement_character_is_published(shared_server: Se
 
 def test_an_expired_token_is_counted_as_expired_not_invalid(shared_server: ServerProcess):
     before = {reason: refused(shared_server.url, reason) for reason in ("expired_token", "invalid_token")}
-    target = f"{CHANNELS}/edge-expired?access_token={mint_token('edge-expired', exp_offset=-3600)}"
+    target = f"{CHANNELS}/edge-expired?access_token={expired_token('edge-expired')}"
     assert websocket_handshake(shared_server.url, target) == 403
     assert refused(shared_server.url, "expired_token") == before["expired_token"] + 1
     assert refused(shared_server.url, "invalid_token") == before["invalid_token"]

@@ -19,6 +19,7 @@ import pytest
 import websockets
 from websockets.protocol import State
 
+from tests.common import assert_problem
 from tests.e2e.helpers import (
     RETRYABLE_CLOSE_CODES,
     closed_with,
@@ -34,14 +35,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 OUTAGE_OBSERVATION_SECONDS = 3.0
 LOST_WARNING = "Redis pub/sub connection lost"
-
-
-def assert_problem_503(response: httpx.Response) -> None:
-    assert response.status_code == 503, (response.status_code, response.text)
-    assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
-    assert problem["status"] == 503
-    assert problem["title"]
 
 
 def assert_open_or_retryable(ws: websockets.ClientConnection, name: str) -> bool:
@@ -121,7 +114,7 @@ async def test_redis_outage_answers_503_fast_with_one_warning_and_no_tracebacks(
                 sent = time.monotonic()
                 response = await publish(client, server.url, channel_id, b"during outage", token=token)
                 slowest = max(slowest, time.monotonic() - sent)
-                assert_problem_503(response)
+                assert_problem(response, 503)
                 publishes += 1
             await asyncio.sleep(0.2)  # pacing of the probe loop, not synchronisation
         assert publishes >= 4
@@ -157,7 +150,7 @@ async def test_service_recovers_without_restart_when_redis_returns(
 
         redis_server.stop()
         await wait_ready(client, [a, b], 503, 5)
-        assert_problem_503(await publish(client, a.url, channel_id, b"lost", token=token))
+        assert_problem(await publish(client, a.url, channel_id, b"lost", token=token), 503)
         existing = [ws for ws, name in ((old_a, "A"), (old_b, "B")) if assert_open_or_retryable(ws, name)]
         # B already listens to this channel: a subscriber joining it now may be accepted and kept,
         # but then it must get the messages once Redis is back (never a silent zombie).

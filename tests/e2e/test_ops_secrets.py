@@ -13,10 +13,10 @@ import secrets
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 import websockets
 
+from tests.common import make_token
 from tests.e2e.helpers import CHANNELS, publish, recv_binary, subscribe, ws_url
 from tests.harness import serving, timeout
 
@@ -48,7 +48,7 @@ async def test_no_secret_appears_in_the_debug_log_of_a_full_session(tmp_path: Pa
             response = await client.post(CHANNELS, headers={"x-api-key": api_key}, json={"channelId": "other"})
             assert response.status_code == 200
             other_token = response.json()["token"]
-            forged_token = jwt.encode({"cid": channel_id, "iat": 0, "exp": 2**31}, random_secret("forger"))
+            forged_token = make_token(channel_id, secret=random_secret("forger"))
             garbage_token = random_secret("not-a-jwt")
             leaked += [token, other_token, forged_token, garbage_token]
 

@@ -10,7 +10,6 @@ never a ``100 Continue``.
 from __future__ import annotations
 
 import asyncio
-import json
 import select
 import socket
 import time
@@ -20,9 +19,9 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.common import assert_problem_parts
 from tests.e2e.helpers import (
     CHANNELS,
-    PROBLEM_JSON,
     RssWatch,
     create_channel,
     http_client,
@@ -177,10 +176,7 @@ def chunked_blocks(limit_bytes: int) -> Iterator[bytes]:
 def assert_413_problem(answer: Answer) -> None:
     assert answer.status == 413, f"{answer.raw[:300]!r} ({answer.ended}, {answer.body_bytes_sent} body bytes sent)"
     headers = answer.headers()
-    assert headers.get("content-type", "").split(";")[0] == PROBLEM_JSON, headers
-    document = json.loads(answer.body()[: int(headers["content-length"])])
-    assert document["status"] == 413, document
-    assert document["title"], document
+    assert_problem_parts(answer.status, headers.get("content-type"), answer.body()[: int(headers["content-length"])])
 
 
 async def test_a_1_gb_body_and_an_endless_chunked_body_are_refused_with_413_without_buffering(

@@ -27,14 +27,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from tests.common import alg_none_token, assert_problem, expired_token, make_token
 from tests.e2e.helpers import (
     CHANNELS,
-    PROBLEM_JSON,
-    alg_none_token,
     channel_url,
     create_channel,
     http_client,
-    mint_token,
     recv_binary,
     subscribe,
     websocket_handshake,
@@ -77,13 +75,7 @@ def assert_success_or_problem(response: httpx.Response, what: str) -> None:
     status = response.status_code
     assert status < 500, f"{what} -> {status}: {response.text[:500]}"
     if status >= 400:
-        content_type = response.headers.get("content-type", "")
-        assert content_type.split(";")[0].strip() == PROBLEM_JSON, f"{what} -> {status} with {content_type!r}"
-        document = json.loads(response.content)
-        assert isinstance(document, dict), f"{what} -> {document!r}"
-        assert document.get("status") == status, f"{what} -> {status} but the problem says {document!r}"
-        assert isinstance(document.get("title"), str), f"{what} -> {document!r}"
-        assert document["title"], f"{what} -> {document!r}"
+        assert_problem(response, context=what)
 
 
 # --- strategies ------------------------------------------------------------------------------
@@ -158,9 +150,9 @@ authorization_values = st.one_of(
     jwt_lookalike().map(lambda s: f"Bearer {s}"),
     junk(200),
     st.sampled_from(["Bearer", "Bearer  x", "bearer x", "Basic Zm9vOmJhcg==", "Bearer a.b.c", "Bearer ..."]),
-    st.just(f"Bearer {mint_token(KNOWN_ID)}"),
-    st.just(f"Bearer {mint_token('another-channel')}"),
-    st.just(f"Bearer {mint_token(KNOWN_ID, exp_offset=-3600)}"),
+    st.just(f"Bearer {make_token(KNOWN_ID)}"),
+    st.just(f"Bearer {make_token('another-channel')}"),
+    st.just(f"Bearer {expired_token(KNOWN_ID)}"),
     st.just(f"Bearer {alg_none_token(KNOWN_ID)}"),
     st.just(f"Bearer {API_KEY}"),
 )
@@ -308,7 +300,7 @@ def handshakes(draw: st.DrawFn) -> Handshake:
     if kind == "garbage-path":
         target = draw(targets())
         # No valid channel id contains "/", so no target can make this token valid.
-        token = draw(st.one_of(st.none(), st.just(mint_token(UNREACHABLE_ID)), junk(100)))
+        token = draw(st.one_of(st.none(), st.just(make_token(UNREACHABLE_ID)), junk(100)))
         valid = False
     else:
         channel_id = draw(valid_ids)
@@ -336,15 +328,15 @@ def handshakes(draw: st.DrawFn) -> Handshake:
                     st.none(),
                     junk(300),
                     jwt_lookalike(),
-                    st.just(mint_token(channel_id + "x")),
-                    st.just(mint_token(channel_id, exp_offset=-3600)),
-                    st.just(mint_token(channel_id, secret="another-secret-" + "y" * 32)),
+                    st.just(make_token(channel_id + "x")),
+                    st.just(expired_token(channel_id)),
+                    st.just(make_token(channel_id, secret="another-secret-" + "y" * 32)),
                     st.just(alg_none_token(channel_id)),
                     st.just(API_KEY),
                 )
             )
         else:
-            token = mint_token(channel_id)
+            token = make_token(channel_id)
         valid = kind == "valid"
     if token is not None:
         if in_header:
@@ -364,8 +356,8 @@ def test_random_websocket_handshakes_are_upgraded_only_with_a_valid_token_never_
 
     @PROPERTY_SETTINGS
     @given(handshake=handshakes())
-    @example(handshake=Handshake(f"{CHANNELS}/..?access_token={mint_token('..')}", {}, valid=True))
-    @example(handshake=Handshake(f"{CHANNELS}/%25?access_token={mint_token('%')}", {}, valid=True))
+    @example(handshake=Handshake(f"{CHANNELS}/..?access_token={make_token('..')}", {}, valid=True))
+    @example(handshake=Handshake(f"{CHANNELS}/%25?access_token={make_token('%')}", {}, valid=True))
     def check(handshake: Handshake) -> None:
         status = websocket_handshake(server.url, handshake.target, handshake.headers)
         outcomes[status] = outcomes.get(status, 0) + 1
@@ -386,7 +378,7 @@ def test_random_websocket_handshakes_are_upgraded_only_with_a_valid_token_never_
 
 def huge_token() -> str:
     """A 100 KB token that looks like a JWT."""
-    token = mint_token(KNOWN_ID)
+    token = make_token(KNOWN_ID)
     header, payload, signature = token.split(".")
     return f"{header}.{payload}{'A' * (HUGE_TOKEN_BYTES - len(token))}.{signature}"
 

@@ -1,23 +1,23 @@
-"""Helpers for the in-process tests: tokens, paths, problem checks, subscribers, channel-layer settings."""
+"""Helpers for the in-process tests: paths, raw ASGI requests, subscribers, metrics, channel-layer settings.
+
+Tokens and the problem+json check come from :mod:`tests.common`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import jwt
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 from prometheus_client import REGISTRY
 
-from tests.harness import API_KEY, SECRET_KEY, free_port, timeout
+from tests.common import API_KEY, assert_problem_parts, make_token
+from tests.harness import free_port, timeout
 from webchannel_project.asgi import application
 
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 CREATE_PATH = "/webchannel/v1/channels"
 API_KEY_HEADERS = {"x-api-key": API_KEY}
 
@@ -25,44 +25,6 @@ API_KEY_HEADERS = {"x-api-key": API_KEY}
 def channel_path(channel_id: str) -> str:
     """The URL path of a channel, its id percent-encoded as a client would send it."""
     return f"{CREATE_PATH}/{quote(channel_id, safe='')}"
-
-
-def make_token(
-    channel_id: str,
-    *,
-    secret: str = SECRET_KEY,
-    ttl: int = 60,
-    issued_at: int | None = None,
-    algorithm: str = "HS256",
-    **claims: Any,
-) -> str:
-    """A JWT with ``cid``, ``iat`` and ``exp`` (``iat`` + ``ttl``), signed as asked."""
-    iat = int(time.time()) if issued_at is None else issued_at
-    payload = {"cid": channel_id, "iat": iat, "exp": iat + ttl, **claims}
-    return jwt.encode(payload, secret, algorithm=algorithm)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
-
-
-def assert_problem_document(status: int, content_type: str | None, body: bytes, expected: int) -> dict[str, Any]:
-    assert status == expected, f"expected {expected}, got {status}: {body[:300]!r}"
-    assert content_type is not None
-    assert content_type.split(";")[0].strip() == PROBLEM_CONTENT_TYPE, content_type
-    document = json.loads(body)
-    assert isinstance(document, dict)
-    assert isinstance(document.get("title"), str), document
-    assert document["title"], document
-    assert document.get("status") == expected, document
-    return document
-
-
-def assert_problem(response: Any, expected: int) -> dict[str, Any]:
-    """``response`` (Django test client) is an RFC 7807 problem with status ``expected``."""
-    return assert_problem_document(
-        response.status_code, response.headers.get("content-type"), response.content, expected
-    )
 
 
 class AsgiResponse:
@@ -75,7 +37,7 @@ class AsgiResponse:
         self.body = body
 
     def assert_problem(self, expected: int) -> dict[str, Any]:
-        return assert_problem_document(self.status, self.headers.get("content-type"), self.body, expected)
+        return assert_problem_parts(self.status, self.headers.get("content-type"), self.body, expected)
 
 
 def asgi_headers(headers: Mapping[str, str] | None, body: bytes | None, content_length: bool = True) -> list:

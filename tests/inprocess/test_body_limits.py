@@ -9,6 +9,7 @@ import pytest
 from channels.testing import ApplicationCommunicator
 from django.test import override_settings
 
+from tests.common import bearer, make_token
 from tests.harness import timeout
 from webchannel_project.asgi import application
 
@@ -18,9 +19,7 @@ from .helpers import (
     AsgiResponse,
     asgi_headers,
     asgi_request,
-    bearer,
     channel_path,
-    make_token,
     receive_frame,
     subscriber,
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from channels.layers import get_channel_layer
@@ -12,19 +11,11 @@ from django.test import override_settings
 
 from channels_api.events import relay_message
 from channels_api.names import group_name
+from tests.common import alg_none_token, expired_token, make_token
 from tests.harness import API_KEY, timeout
 from webchannel_project.asgi import application
 
-from .helpers import (
-    API_KEY_HEADERS,
-    channel_path,
-    in_memory_layers,
-    make_token,
-    receive_frame,
-    sample,
-    subscriber,
-)
-from .test_publish import unsigned_token
+from .helpers import API_KEY_HEADERS, channel_path, in_memory_layers, receive_frame, sample, subscriber
 
 
 async def connect(path: str, headers=None) -> tuple[bool, object]:
@@ -43,10 +34,10 @@ REFUSED = {
     "no-token": lambda: channel_path("sub-refused"),
     "empty-token": lambda: with_token("sub-refused", ""),
     "garbage-token": lambda: with_token("sub-refused", "garbage"),
-    "expired-token": lambda: with_token("sub-refused", make_token("sub-refused", issued_at=int(time.time()) - 3600)),
+    "expired-token": lambda: with_token("sub-refused", expired_token("sub-refused")),
     "token-for-another-channel": lambda: with_token("sub-refused", make_token("sub-other")),
     "wrong-secret": lambda: with_token("sub-refused", make_token("sub-refused", secret="x" * 40)),
-    "alg-none": lambda: with_token("sub-refused", unsigned_token("sub-refused")),
+    "alg-none": lambda: with_token("sub-refused", alg_none_token("sub-refused")),
     "api-key-as-token": lambda: with_token("sub-refused", API_KEY),
     "129-char-id": lambda: with_token("a" * 129, make_token("a" * 129)),
     "whitespace-id": lambda: with_token("a b", make_token("a b")),

@@ -9,20 +9,11 @@ from urllib.parse import unquote
 import pytest
 from channels.testing import HttpCommunicator, WebsocketCommunicator
 
+from tests.common import assert_problem, make_token
 from tests.harness import API_KEY, timeout
 from webchannel_project.asgi import application
 
-from .helpers import (
-    API_KEY_HEADERS,
-    CREATE_PATH,
-    AsgiResponse,
-    asgi_headers,
-    assert_problem,
-    channel_path,
-    make_token,
-    sample,
-    subscriber,
-)
+from .helpers import API_KEY_HEADERS, CREATE_PATH, AsgiResponse, asgi_headers, channel_path, sample, subscriber
 
 REFUSED = "webchannel_websocket_refused_total"
 

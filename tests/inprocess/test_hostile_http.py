@@ -19,10 +19,8 @@ before routing), and 200 for a CORS preflight (``OPTIONS`` with ``Access-Control
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
 import hashlib
-import hmac
 import itertools
 import json
 import re
@@ -39,13 +37,13 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from tests.harness import API_KEY, SECRET_KEY, timeout
+from tests.common import SECRET_KEY, assert_problem_parts, b64url_json, expired_token, hand_signed, make_token
+from tests.harness import API_KEY, timeout
 from webchannel_project.asgi import application
 
 pytestmark = pytest.mark.slow
 
 PREFIX = "/webchannel/v1/channels"
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 CREATE_LIMIT = 16 * 1024
 MAX_MESSAGE_SIZE = 524288
 LEEWAY = 5
@@ -69,17 +67,6 @@ def spec_valid_id(channel_id: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Tokens
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def sign(header: Any, payload: Any, secret: bytes, digest: Any = hashlib.sha256) -> str:
-    """A JWS compact serialisation of arbitrary JSON, HMAC-signed by hand (any ``alg`` claimed)."""
-    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
-    signature = hmac.new(secret, signing_input.encode("ascii"), digest).digest()
-    return f"{signing_input}.{b64url(signature)}"
 
 
 def oracle_verdict(token: str, channel_id: str) -> int:
@@ -108,11 +95,6 @@ def oracle_verdict(token: str, channel_id: str) -> int:
 def oracle_accepts(token: str, channel_id: str) -> bool:
     """Would a correct server accept ``token`` for ``channel_id``?"""
     return oracle_verdict(token, channel_id) == 204
-
-
-def good_token(channel_id: str, **claims: Any) -> str:
-    now = int(time.time())
-    return jwt.encode({"cid": channel_id, "iat": now, "exp": now + 600, **claims}, SECRET_KEY, algorithm="HS256")
 
 
 json_scalars = st.one_of(
@@ -218,40 +200,42 @@ def token_of_kind(draw: st.DrawFn, kind: str, channel_id: str) -> str:
     now = int(time.time())
     secret = SECRET_KEY.encode()
     if kind == "valid":
-        return good_token(channel_id)
+        return make_token(channel_id)
     if kind == "other-channel":
-        return good_token(channel_id + "-other")
+        return make_token(channel_id + "-other")
     if kind == "expired":
-        return jwt.encode({"cid": channel_id, "iat": now - 7200, "exp": now - 3600}, SECRET_KEY, algorithm="HS256")
+        return expired_token(channel_id)
     if kind == "future-iat":
-        return sign({"alg": "HS256", "typ": "JWT"}, {"cid": channel_id, "iat": now + 3600, "exp": now + 7200}, secret)
+        return hand_signed(
+            {"alg": "HS256", "typ": "JWT"}, {"cid": channel_id, "iat": now + 3600, "exp": now + 7200}, secret
+        )
     if kind == "future-nbf":
-        return good_token(channel_id, nbf=now + 3600)
+        return make_token(channel_id, nbf=now + 3600)
     if kind == "wrong-secret":
         wrong = draw(st.binary(max_size=64))
-        return sign({"alg": "HS256", "typ": "JWT"}, {"cid": channel_id, "iat": now, "exp": now + 600}, wrong)
+        return hand_signed({"alg": "HS256", "typ": "JWT"}, {"cid": channel_id, "iat": now, "exp": now + 600}, wrong)
     if kind == "alg-none":
         header = {"alg": draw(st.sampled_from(["none", "None", "NONE", "nOnE"])), "typ": "JWT"}
         body = {"cid": channel_id, "iat": now, "exp": now + 600}
-        signature = draw(st.sampled_from(["", "AAAA", good_token(channel_id).rsplit(".", 1)[1]]))
-        return f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(body).encode())}.{signature}"
+        signature = draw(st.sampled_from(["", "AAAA", make_token(channel_id).rsplit(".", 1)[1]]))
+        return f"{b64url_json(header)}.{b64url_json(body)}.{signature}"
     if kind == "hs512":
-        return sign(
+        return hand_signed(
             {"alg": "HS512", "typ": "JWT"}, {"cid": channel_id, "iat": now, "exp": now + 600}, secret, hashlib.sha512
         )
     if kind == "rs256-confusion":
         # The classic confusion: alg RS256 (or HS256) "signed" with a public key as the HMAC secret.
         alg = draw(st.sampled_from(["RS256", "HS256", "ES256"]))
-        return sign(
+        return hand_signed(
             {"alg": alg, "typ": "JWT"}, {"cid": channel_id, "iat": now, "exp": now + 600}, rsa_like_public_key()
         )
     if kind == "tampered":
-        original = good_token(draw(st.sampled_from([channel_id + "-other", channel_id])), exp=now + 600)
+        original = make_token(draw(st.sampled_from([channel_id + "-other", channel_id])), exp=now + 600)
         head, _, signature = original.split(".")
         forged = {"cid": channel_id, "iat": now, "exp": now + 10**6, "scope": "all"}
         choice = draw(st.integers(0, 2))
         if choice == 0:  # new payload, old signature
-            return f"{head}.{b64url(json.dumps(forged).encode())}.{signature}"
+            return f"{head}.{b64url_json(forged)}.{signature}"
         if choice == 1:  # a flipped signature character
             position = draw(st.integers(0, len(signature) - 1))
             flipped = "A" if signature[position] != "A" else "B"
@@ -261,10 +245,10 @@ def token_of_kind(draw: st.DrawFn, kind: str, channel_id: str) -> str:
         header = draw(jwt_header())
         payload = draw(jwt_claims(channel_id))
         key = secret if draw(st.integers(0, 3)) else draw(st.binary(max_size=40))
-        return sign(header, payload, key, draw(st.sampled_from([hashlib.sha256, hashlib.sha512])))
+        return hand_signed(header, payload, key, draw(st.sampled_from([hashlib.sha256, hashlib.sha512])))
     if kind == "huge":
         # 100 KB: far over any sane token; some look like JWTs, some do not.
-        base = draw(st.sampled_from(["a", ".", "eyJ", good_token(channel_id)]))
+        base = draw(st.sampled_from(["a", ".", "eyJ", make_token(channel_id)]))
         return (base * (100_000 // len(base) + 1))[:100_000]
     if kind == "api-key":
         return API_KEY
@@ -707,12 +691,7 @@ def check(request: Request, response: Response) -> None:
 
     if status >= 400:
         content_type = (response.header(b"content-type") or b"").decode("latin-1")
-        assert content_type.split(";")[0].strip() == PROBLEM_CONTENT_TYPE, f"not problem+json: {context}"
-        document = json.loads(response.body)
-        assert isinstance(document, dict), context
-        assert isinstance(document.get("title"), str), context
-        assert document["title"], context
-        assert document.get("status") == status, context
+        assert_problem_parts(status, content_type, response.body, context=context)
 
     preflight = request.method == "OPTIONS" and bool(request.header_values(b"access-control-request-method"))
     sizes = [len(request.body), *declared_lengths(request)]
@@ -834,9 +813,9 @@ async def test_well_formed_publish_is_answered_as_the_spec_says(channel_id: str,
     if credential == "api-key":
         headers.append((b"x-api-key", API_KEY.encode()))
     elif credential == "bearer":
-        headers.append((b"authorization", f"Bearer {good_token(decoded_id)}".encode("latin-1", errors="replace")))
+        headers.append((b"authorization", f"Bearer {make_token(decoded_id)}".encode("latin-1", errors="replace")))
     else:
-        headers.append((b"authorization", f"Bearer {good_token(decoded_id + 'x')}".encode("latin-1", errors="replace")))
+        headers.append((b"authorization", f"Bearer {make_token(decoded_id + 'x')}".encode("latin-1", errors="replace")))
     request = Request("POST", path, raw, b"", headers, [body])
     response = await run(request)
     check(request, response)

@@ -19,6 +19,7 @@ from channels.testing import ApplicationCommunicator
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from tests.common import make_token
 from tests.harness import timeout
 from webchannel_project.asgi import application
 
@@ -30,7 +31,6 @@ from .test_hostile_http import (
     TOKEN_KINDS,
     authorization_values,
     channel_ids,
-    good_token,
     header_value_bytes,
     next_output,
     oracle_accepts,
@@ -110,7 +110,7 @@ def handshakes(draw: st.DrawFn) -> Handshake:
     channel_id = subscribed_id(path) or draw(st.from_regex(r"[a-z]{1,8}", fullmatch=True))
     # Tokens for this id (good and bad), or good ones for a neighbouring id.
     token_for = weighted(
-        (2, st.builds(good_token, st.just(channel_id))),
+        (2, st.builds(make_token, st.just(channel_id))),
         (3, tokens(channel_id)),
         (1, st.sampled_from([channel_id + "x", "other"]).flatmap(tokens)),
     )
@@ -241,7 +241,7 @@ async def test_valid_token_for_the_path_id_is_accepted_and_nothing_else(channel_
         path = PREFIX + "/" + channel_id
     except UnicodeEncodeError:  # lone surrogates: only a hand-built scope carries them
         raw, path = None, PREFIX + "/" + channel_id
-    token = data.draw(weighted((1, st.builds(good_token, st.just(channel_id))), (2, tokens(channel_id))), label="token")
+    token = data.draw(weighted((1, st.builds(make_token, st.just(channel_id))), (2, tokens(channel_id))), label="token")
     query, headers = b"", [(b"host", b"testserver")]
     if placement == "authorization":
         headers.append((b"authorization", f"Bearer {token}".encode("latin-1", errors="replace")))

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 
-import jwt
 import pytest
 
-from tests.harness import API_KEY, SECRET_KEY, timeout
+from tests.common import alg_none_token, assert_problem, bearer, make_token
+from tests.harness import API_KEY, timeout
 
-from .helpers import (
-    API_KEY_HEADERS,
-    asgi_request,
-    assert_problem,
-    bearer,
-    channel_path,
-    make_token,
-    receive_frame,
-    sample,
-    subscriber,
-)
+from .helpers import API_KEY_HEADERS, asgi_request, channel_path, receive_frame, sample, subscriber
 
 
 async def publish(
@@ -34,16 +22,6 @@ async def publish(
 ):
     headers = bearer(make_token(channel_id)) if headers is None else headers
     return await async_client.post(channel_path(channel_id), data=body, content_type=content_type, headers=headers)
-
-
-def b64url(data: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-def unsigned_token(channel_id: str) -> str:
-    """An ``alg: none`` JWT, crafted by hand (PyJWT refuses to make one)."""
-    now = int(time.time())
-    return f"{b64url({'alg': 'none', 'typ': 'JWT'})}.{b64url({'cid': channel_id, 'iat': now, 'exp': now + 60})}."
 
 
 async def test_publish_with_bearer_token_for_the_channel_is_204_and_reaches_the_subscriber(async_client):
@@ -92,7 +70,7 @@ async def test_publish_without_valid_credentials_is_401_problem(async_client, he
     [
         pytest.param(lambda cid: make_token(cid, issued_at=int(time.time()) - 3600, ttl=60), id="expired"),
         pytest.param(lambda cid: make_token(cid, secret="another-secret-0123456789abcdef0123"), id="wrong-secret"),
-        pytest.param(unsigned_token, id="alg-none"),
+        pytest.param(alg_none_token, id="alg-none"),
         pytest.param(lambda cid: make_token(cid, algorithm="HS512"), id="hs512"),
         pytest.param(lambda cid: make_token(cid) + "x", id="tampered-signature"),
         pytest.param(lambda cid: make_token(cid, issued_at=int(time.time()) + 3600), id="issued-in-future-iat"),
@@ -106,8 +84,7 @@ async def test_publish_with_an_invalid_token_is_401_problem(async_client, token)
 
 
 async def test_publish_with_token_missing_cid_is_401(async_client):
-    now = int(time.time())
-    token = jwt.encode({"iat": now, "exp": now + 60}, SECRET_KEY, algorithm="HS256")
+    token = make_token("no-cid", cid=None)
     assert_problem(await publish(async_client, "no-cid", headers=bearer(token)), 401)
 
 

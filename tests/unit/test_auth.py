@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -27,32 +24,11 @@ from channels_api.auth import (
     issue_token,
     verify_token,
 )
+from tests.common import b64url_decode, b64url_json, hand_signed, make_token
 
 SECRET = "unit-secret-0123456789abcdef0123456789abcdef"
 OTHER_SECRET = "other-secret-0123456789abcdef0123456789abcd"
 CID = "chan-1"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def segment(obj: dict[str, Any]) -> str:
-    return b64url(json.dumps(obj, separators=(",", ":")).encode())
-
-
-def hs256(signing_input: str, key: bytes) -> str:
-    return b64url(hmac.new(key, signing_input.encode("ascii"), hashlib.sha256).digest())
-
-
-def hand_made(header: dict[str, Any], claims: dict[str, Any], key: bytes | None) -> str:
-    """A JWS built without PyJWT, signed HS256 with ``key`` (or unsigned when None)."""
-    signing_input = f"{segment(header)}.{segment(claims)}"
-    return f"{signing_input}.{hs256(signing_input, key) if key is not None else ''}"
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
@@ -63,7 +39,7 @@ def claims(**overrides: Any) -> dict[str, Any]:
 
 
 def signed(secret: str = SECRET, **overrides: Any) -> str:
-    return jwt.encode(claims(**overrides), secret, algorithm="HS256")
+    return make_token(CID, secret=secret, **overrides)
 
 
 # --- issue and verify ------------------------------------------------------------------------
@@ -103,20 +79,20 @@ def test_browser_reads_channel_id_from_token_payload(channel_id):
 
 
 def test_alg_none_token_is_refused():
-    token = hand_made({"alg": "none", "typ": "JWT"}, claims(), None)
+    token = hand_signed({"alg": "none", "typ": "JWT"}, claims(), None)
     with pytest.raises(InvalidToken):
         verify_token(token, CID, [SECRET])
 
 
 @pytest.mark.parametrize("alg", ["None", "NONE", "nOnE"])
 def test_alg_none_spelling_variants_are_refused(alg):
-    token = hand_made({"alg": alg, "typ": "JWT"}, claims(), None)
+    token = hand_signed({"alg": alg, "typ": "JWT"}, claims(), None)
     with pytest.raises(InvalidToken):
         verify_token(token, CID, [SECRET])
 
 
 def test_alg_none_token_with_a_valid_hs256_signature_is_refused():
-    token = hand_made({"alg": "none", "typ": "JWT"}, claims(), SECRET.encode())
+    token = hand_signed({"alg": "none", "typ": "JWT"}, claims(), SECRET.encode())
     with pytest.raises(InvalidToken):
         verify_token(token, CID, [SECRET])
 
@@ -128,20 +104,20 @@ def rsa_public_pem() -> bytes:
 
 
 def test_rs256_header_is_refused():
-    token = hand_made({"alg": "RS256", "typ": "JWT"}, claims(), SECRET.encode())
+    token = hand_signed({"alg": "RS256", "typ": "JWT"}, claims(), SECRET.encode())
     with pytest.raises(InvalidToken):
         verify_token(token, CID, [SECRET])
 
 
 def test_hs256_signed_with_an_rsa_public_key_is_refused(rsa_public_pem):
     # Algorithm confusion: the public key used as the HMAC secret.
-    token = hand_made({"alg": "HS256", "typ": "JWT"}, claims(), rsa_public_pem)
+    token = hand_signed({"alg": "HS256", "typ": "JWT"}, claims(), rsa_public_pem)
     with pytest.raises(InvalidToken):
         verify_token(token, CID, [SECRET])
 
 
 def test_rs256_header_signed_hmac_with_public_key_is_refused_even_if_it_is_a_configured_secret(rsa_public_pem):
-    token = hand_made({"alg": "RS256", "typ": "JWT"}, claims(), rsa_public_pem)
+    token = hand_signed({"alg": "RS256", "typ": "JWT"}, claims(), rsa_public_pem)
     with pytest.raises(InvalidToken):
         verify_token(token, CID, [rsa_public_pem.decode()])
 
@@ -155,14 +131,14 @@ def test_other_hmac_algorithms_are_refused(alg):
 
 def test_tampered_payload_is_refused():
     header, _, signature = signed().split(".")
-    forged = f"{header}.{segment(claims(cid='someone-else'))}.{signature}"
+    forged = f"{header}.{b64url_json(claims(cid='someone-else'))}.{signature}"
     with pytest.raises(InvalidToken):
         verify_token(forged, "someone-else", [SECRET])
 
 
 def test_tampered_expiry_is_refused():
     header, _, signature = signed().split(".")
-    forged = f"{header}.{segment(claims(exp=int(time.time()) + 10**8))}.{signature}"
+    forged = f"{header}.{b64url_json(claims(exp=int(time.time()) + 10**8))}.{signature}"
     with pytest.raises(InvalidToken):
         verify_token(forged, CID, [SECRET])
 
@@ -190,8 +166,10 @@ def test_a_cached_token_is_refused_as_expired_once_its_expiry_passes(monkeypatch
     assert verify_token(token, CID, [SECRET])["cid"] == CID  # verified once, now cached
     later = now + 60 + LEEWAY_SECONDS + 1
     monkeypatch.setattr(auth, "time", type("Clock", (), {"time": staticmethod(lambda: later)}))
+    hits = auth._decode_verified.cache_info().hits
     with pytest.raises(ExpiredToken):
         verify_token(token, CID, [SECRET])
+    assert auth._decode_verified.cache_info().hits == hits + 1, "the second use did not come from the cache"
 
 
 def test_an_expired_token_with_a_wrong_signature_is_invalid_not_expired():
@@ -244,7 +222,7 @@ def test_non_string_cid_is_refused(cid):
 
 @pytest.mark.parametrize("exp", ["soon", None, [1], {"t": 1}])
 def test_malformed_expiry_is_refused(exp):
-    token = hand_made({"alg": "HS256", "typ": "JWT"}, {**claims(), "exp": exp}, SECRET.encode())
+    token = hand_signed({"alg": "HS256", "typ": "JWT"}, {**claims(), "exp": exp}, SECRET.encode())
     with pytest.raises(InvalidToken):
         verify_token(token, CID, [SECRET])
 
