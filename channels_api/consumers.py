@@ -151,13 +151,13 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.debug("group_discard failed: %s", exc)
 
     async def relay_message(self, event: RelayMessage) -> None:
-        """Write one published message, byte for byte, as a binary frame."""
-        if self.closing:
-            return
-        data = event["data"]
-        await self.base_send({"type": "websocket.send", "bytes": data})
-        metrics.deliveries.sent += 1
-        metrics.deliveries.sent_bytes += len(data)
+        """Write one published message, byte for byte, as a binary frame.
+
+        Counted as sent by the server's protocol once the frame is written (a socket that
+        is closing drops it), not here.
+        """
+        if not self.closing:
+            await self.base_send({"type": "websocket.send", "bytes": event["data"]})
 
     async def relay_overflow(self, event: RelayOverflow) -> None:
         """The backlog passed its bound: close as too slow rather than skip messages silently."""

@@ -15,7 +15,8 @@ messages_published_bytes = Counter("webchannel_messages_published_bytes", "Paylo
 class Deliveries:
     """Per-delivery counts as plain integers, read when /metrics is scraped.
 
-    A fan-out counts once per subscriber per message; a ``Counter.inc`` takes a lock each
+    The server's WebSocket protocol counts a frame once it is written, so one dropped for a
+    closing socket is not counted. A fan-out counts once per subscriber per message; a ``Counter.inc`` takes a lock each
     time. Everything that touches these runs on the event loop, so no lock is needed.
     """
 
@@ -33,7 +34,8 @@ deliveries = Deliveries()
 REGISTRY.register(deliveries)  # type: ignore[arg-type]
 message_send_errors = Counter(
     "webchannel_message_send_errors",
-    "Messages a subscriber did not get: discarded by an overflowing backlog or failed sends.",
+    "Messages a subscriber closed with 4008 did not get: those its backlog discarded, "
+    "the frame that did not fit its unsent bytes and every later one.",
 )
 users_connected = Gauge("webchannel_users_connected", "Open subscriber WebSockets in this process.")
 websocket_messages_received = Counter(

@@ -2,7 +2,26 @@
 
 It sends empty binary frames (Daphne drops a ``bytes=b""`` send), bounds what waits unsent
 for a slow reader, writes each message framed once for all subscribers (straight to the
-socket when nothing is queued), spreads keepalive pings, and keeps little per connection.
+socket when nothing is queued), lets a close frame follow what is still buffered, counts
+what it writes and what it drops, spreads keepalive pings, and keeps little per connection.
+
+Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
+
+- Daphne ``daphne.ws_protocol.WebSocketProtocol`` (subclassed): ``handle_reply`` and
+  ``serverClose`` (overridden), and the attributes its ``onConnect`` sets: ``server``,
+  ``request``, ``clean_headers``, ``client_addr``, ``last_ping``.
+- autobahn ``autobahn.websocket.protocol.WebSocketProtocol``: ``_connectionMade`` (replaced
+  by a lean one), the per-connection ``_perMessageCompress`` and ``send_queue``,
+  ``sendCloseFrame`` and the ``closeHandshakeTimeout`` it reads from the connection;
+  ``TrafficStats``, ``autobahn.websocket.utf8validator.Utf8Validator``, and the
+  ``_batched_timer`` of ``WebSocketServerFactory``.
+- autobahn ``autobahn.websocket.protocol.WebSocketServerProtocol``: ``CONFIG_ATTRS`` (the
+  options read from the factory) and the handshake leftovers freed once the socket is
+  open: ``http_request_data``, ``http_status_line``, ``http_headers``, ``http_request_uri``,
+  ``http_request_params``, ``websocket_protocols``, ``websocket_extensions`` (set in
+  ``processHandshake``) and ``http_response_data`` (``succeedHandshake``).
+- Twisted ``twisted.internet.tcp.Server``: ``socket``, ``_tempDataLen``, ``dataBuffer`` and
+  ``offset``, read to write straight to the socket when nothing is queued.
 """
 
 from __future__ import annotations
@@ -20,6 +39,39 @@ from twisted.internet import tcp
 from .. import metrics
 from ..events import CloseCode
 
+INTERNALS = (
+    ("daphne", "daphne.ws_protocol", "WebSocketProtocol"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "handle_reply"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "serverClose"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "server", "onConnect"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "request", "onConnect"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "clean_headers", "onConnect"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "client_addr", "onConnect"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "last_ping", "onConnect"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "CONFIG_ATTRS"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", "_connectionMade"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", "_perMessageCompress", "_connectionMade"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", "send_queue", "_connectionMade"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", "sendCloseFrame"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", "closeHandshakeTimeout", "sendCloseFrame"),
+    ("autobahn", "autobahn.websocket.protocol", "TrafficStats"),
+    ("autobahn", "autobahn.websocket.utf8validator", "Utf8Validator"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerFactory", "_batched_timer", "__init__"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "http_request_data", "processHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "http_status_line", "processHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "http_headers", "processHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "http_request_uri", "processHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "http_request_params", "processHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "websocket_protocols", "processHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "websocket_extensions", "processHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "http_response_data", "succeedHandshake"),
+    ("twisted", "twisted.internet.tcp", "Server"),
+    ("twisted", "twisted.internet.tcp.Server", "socket", "__init__"),
+    ("twisted", "twisted.internet.tcp.Server", "_tempDataLen", "__init__"),
+    ("twisted", "twisted.internet.tcp.Server", "dataBuffer"),
+    ("twisted", "twisted.internet.tcp.Server", "offset"),
+)
+
 logger = logging.getLogger(__name__)
 
 _FACTORY_OPTIONS = frozenset(WebSocketProtocol.CONFIG_ATTRS)
@@ -30,10 +82,10 @@ _HANDSHAKE_LEFTOVERS = (
     "http_status_line",
     "http_request_uri",
     "http_request_params",
-    "websocket_key",
     "websocket_extensions",
     "websocket_protocols",
 )
+_deliveries = metrics.deliveries
 
 
 class _Opened:
@@ -50,18 +102,27 @@ _TRAFFIC_STATS = TrafficStats()
 
 
 class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
-    """A subscriber socket whose unsent bytes stay bounded.
+    """A subscriber socket whose unsent bytes stay bounded, and that says why it was closed.
 
     Daphne's ASGI ``send`` never blocks, so frames for a reader that stopped reading would
     pile up in Twisted's write buffer without limit. This protocol registers itself as the
     transport's push producer: Twisted calls :meth:`pauseProducing` when its buffer passes
     its ``bufferSize`` (64 KiB) and :meth:`resumeProducing` once it drained. What is
-    written while paused is counted; past ``server.max_backlog_bytes`` the socket is closed
-    with 4008 (too slow) and aborted if the peer does not answer within a second.
+    written while paused is counted. A frame that would take the count past
+    ``server.max_backlog_bytes`` is not written: the socket is closed with 4008 (too slow)
+    and nothing more is queued for it.
+
+    Every close webchannel starts (4008 here, the application's 4003/4008/4013, the 1012 of
+    a drain) is a close frame behind the bytes already buffered, so the peer reads the
+    messages it was sent and then learns why the socket closed. The connection is aborted
+    only if the peer has not answered within ``server.ping_timeout`` (autobahn's own close
+    handshake timeout, one second, would cut a slow reader off before it read the close frame).
     """
 
     paused = False
     unsent_while_paused = 0
+    too_slow = False
+    """Closed with 4008: frames that still arrive for it count as send errors."""
 
     # Autobahn's _connectionMade sets these on every connection; shared defaults cost nothing.
     _perMessageCompress = None
@@ -137,24 +198,49 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
     def stopProducing(self) -> None:
         self.paused = False
 
+    async def send_from_application(self, message: dict[str, Any]) -> None:
+        """The application's ASGI ``send`` for this socket.
+
+        A message goes straight to :meth:`send_frame`, without Daphne's per-message
+        coroutine and connection lookup; everything else (accept, close) takes Daphne's way.
+        """
+        if message.get("type") == "websocket.send":
+            self.send_frame(message)
+        else:
+            await self.server.handle_reply(self, message)
+
     def handle_reply(self, message: dict[str, Any]) -> None:
-        if message.get("type") != "websocket.send":
+        if message.get("type") == "websocket.send":
+            self.send_frame(message)
+        else:
             super().handle_reply(message)
-            return
+
+    def send_frame(self, message: dict[str, Any]) -> None:
+        """Write one ``websocket.send`` as one frame, counted as sent once it is written.
+
+        A frame for a socket that is closing or closed is dropped; after a 4008 close it
+        counts as a send error (the subscriber did not get it).
+        """
         if self.state != self.STATE_OPEN:
-            return  # closing or closed: the disconnect event is on its way to the application
+            if self.too_slow:
+                metrics.message_send_errors.inc()
+            return
         payload = message.get("bytes")
         binary = payload is not None
         if payload is None:
             payload = (message.get("text") or "").encode("utf-8")
+        size = len(payload)
+        if self.paused and self.unsent_while_paused + size > self.server.max_backlog_bytes:
+            self._close_too_slow()
+            return
         if self._perMessageCompress is not None or self.send_queue:
             self.sendMessage(payload, isBinary=binary)  # autobahn's general path
         else:
             self._write(_frame(payload, binary))  # also when empty, unlike Daphne
-        if self.paused:
-            self.unsent_while_paused += len(payload)
-            if self.unsent_while_paused > self.server.max_backlog_bytes:
-                self._close_too_slow()
+        if self.paused:  # counts the frame that paused the transport too
+            self.unsent_while_paused += size
+        _deliveries.sent += 1
+        _deliveries.sent_bytes += size
 
     def _write(self, data: bytes) -> None:
         """Send now when nothing is waiting, else queue behind what is (Twisted's buffer).
@@ -180,11 +266,27 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
             transport.write(data[sent:] if sent else data)
 
     def _close_too_slow(self) -> None:
+        """Close with 4008; the frame that did not fit, and every later one, is a send error."""
         logger.info("subscriber %s too slow: closing with %d", self.client_addr, CloseCode.TOO_SLOW)
-        metrics.websocket_closed.labels(code=str(int(CloseCode.TOO_SLOW))).inc()
-        # The close frame waits behind the stalled data; autobahn aborts the connection
-        # when the close handshake times out (closeHandshakeTimeout, 1 s).
-        self.sendCloseFrame(code=int(CloseCode.TOO_SLOW), reasonUtf8=b"too slow")
+        metrics.websocket_closed.labels(code=CloseCode.TOO_SLOW.label).inc()
+        metrics.message_send_errors.inc()
+        self.too_slow = True
+        self.close_after_buffered(CloseCode.TOO_SLOW, b"too slow")
+
+    def serverClose(self, code: int | None = None) -> None:
+        """The application's close (4003, 4008, 4013, ...): also behind what is buffered."""
+        self.closeHandshakeTimeout = self.server.ping_timeout
+        super().serverClose(code)
+
+    def close_after_buffered(self, code: int, reason: bytes) -> None:
+        """Queue a close frame behind the unsent bytes; abort if the peer has not answered
+        it within ``server.ping_timeout``.
+
+        ``sendCloseFrame``, unlike ``sendClose``, may also send the standard 1012 (Autobahn
+        limits applications to 1000 and 3000-4999).
+        """
+        self.closeHandshakeTimeout = self.server.ping_timeout
+        self.sendCloseFrame(code=code, reasonUtf8=reason)
 
 
 _last_frame: tuple[bytes, bool, bytes] = (b"", True, b"\x82\x00")
