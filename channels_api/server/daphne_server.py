@@ -2,10 +2,24 @@
 
 - the protocols of :mod:`.ws_protocol` and :mod:`.http_protocol`
   (empty frames, bounded unsent bytes per subscriber, early 413 for oversized bodies);
+- a subscriber's frames go from the application straight to its protocol;
 - no 24-hour cut-off: ``websocket_timeout`` is disabled;
-- a graceful drain on SIGTERM/SIGINT: stop listening, close subscriber sockets with 1012
-  (service restart) spread over ``server.drain_window`` so clients do not all reconnect
-  at once, then stop. A second signal stops at once.
+- a graceful drain on SIGTERM/SIGINT: stop listening, close idle keep-alive HTTP
+  connections, let every HTTP request already accepted finish (its response closes its
+  connection), close subscriber sockets with 1012 (service restart) spread over
+  ``server.drain_window`` so clients do not all reconnect at once, then stop once all of
+  that is written, or at the end of the window plus a margin. A second signal stops at once.
+
+Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
+
+- Daphne ``daphne.server.Server`` (subclassed): ``run`` assigns ``ws_factory`` and
+  ``http_factory`` (intercepted by properties here) and creates ``connections`` (read);
+  ``create_application`` (replaced), ``handle_reply``, ``listen_success``,
+  ``listen_error``, ``stop``; the ``application``, ``ping_interval`` and ``ping_timeout``
+  its ``__init__`` sets. ``daphne.http_protocol.HTTPFactory`` and
+  ``daphne.ws_protocol.WebSocketFactory``, whose ``protocol`` is replaced.
+- Twisted ``twisted.internet.asyncioreactor.AsyncioSelectorReactor._asyncioEventloop``,
+  the event loop that signal handlers are added to.
 """
 
 from __future__ import annotations
@@ -27,14 +41,36 @@ from twisted.internet import reactor as _reactor
 
 from ..config import Config
 from ..events import CloseCode
-from .http_protocol import WebchannelHTTPFactory
+from .http_protocol import WebchannelHTTPFactory, WebchannelWebRequest
 from .ws_protocol import WebchannelWebSocketProtocol
+
+INTERNALS = (
+    ("daphne", "daphne.server", "Server"),
+    ("daphne", "daphne.server.Server", "ws_factory", "run"),
+    ("daphne", "daphne.server.Server", "http_factory", "run"),
+    ("daphne", "daphne.server.Server", "connections", "run"),
+    ("daphne", "daphne.server.Server", "create_application"),
+    ("daphne", "daphne.server.Server", "handle_reply"),
+    ("daphne", "daphne.server.Server", "listen_success"),
+    ("daphne", "daphne.server.Server", "listen_error"),
+    ("daphne", "daphne.server.Server", "stop"),
+    ("daphne", "daphne.server.Server", "application", "__init__"),
+    ("daphne", "daphne.server.Server", "ping_interval", "__init__"),
+    ("daphne", "daphne.server.Server", "ping_timeout", "__init__"),
+    ("daphne", "daphne.http_protocol", "HTTPFactory"),
+    ("daphne", "daphne.ws_protocol", "WebSocketFactory"),
+    ("daphne", "daphne.ws_protocol.WebSocketFactory", "protocol"),
+    ("twisted", "twisted.internet.asyncioreactor.AsyncioSelectorReactor", "_asyncioEventloop", "__init__"),
+)
 
 logger = logging.getLogger(__name__)
 reactor: Any = _reactor  # the installed asyncio reactor; its interfaces are not typed as an object
 
 DRAIN_MARGIN_SECONDS = 1.0
-"""After the window, time left for close handshakes before the process stops anyway."""
+"""After the window, time left for close handshakes and requests before the process stops anyway."""
+FLUSH_SECONDS = 0.2
+"""At the end of the margin, time for the 503s of requests still unanswered to be written."""
+DRAIN_POLL_SECONDS = 0.05
 
 
 GC_THRESHOLDS = (20_000, 10, 10)
@@ -127,11 +163,16 @@ class WebchannelServer(Server):  # type: ignore[misc]
         super().run()
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Inbox | None:
-        """Daphne's, with an :class:`Inbox` for the connection's events instead of an ``asyncio.Queue``."""
+        """Daphne's, with an :class:`Inbox` for the connection's events instead of an ``asyncio.Queue``,
+        and a subscriber's ``send`` going straight to its protocol."""
         assert "application_instance" not in self.connections[protocol]
         inbox = Inbox()
         scope.setdefault("asgi", {"version": "3.0"})
-        instance = self.application(scope=scope, receive=inbox.get, send=partial(self.handle_reply, protocol))
+        if isinstance(protocol, WebchannelWebSocketProtocol):
+            send = protocol.send_from_application
+        else:
+            send = partial(self.handle_reply, protocol)
+        instance = self.application(scope=scope, receive=inbox.get, send=send)
         if protocol not in self.connections:
             return None
         self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
@@ -155,28 +196,49 @@ class WebchannelServer(Server):  # type: ignore[misc]
         self.drain()
 
     def drain(self) -> None:
-        """Stop accepting, close every subscriber over the window, then stop the reactor."""
+        """Stop accepting; finish accepted requests, close every subscriber over the window, stop."""
         for port in self.ports:
             port.stopListening()
+        self._http_factory.stop_keeping_alive()
         sockets = [p for p in self.connections if isinstance(p, WebSocketProtocol)]
         step = self.drain_window / len(sockets) if sockets else 0.0
         for i, protocol in enumerate(sockets):
             reactor.callLater(i * step, _close_for_restart, protocol)
-        self._stop_when_closed(sockets, time.monotonic() + self.drain_window + DRAIN_MARGIN_SECONDS)
+        self._stop_when_done(sockets, time.monotonic() + self.drain_window + DRAIN_MARGIN_SECONDS)
 
-    def _stop_when_closed(self, sockets: list[WebSocketProtocol], deadline: float) -> None:
+    def requests_in_flight(self) -> list[WebchannelWebRequest]:
+        """HTTP requests accepted (request line read) and not yet answered."""
+        return [
+            p
+            for p, details in self.connections.items()
+            if isinstance(p, WebchannelWebRequest) and "disconnected" not in details and not p.refused
+        ]
+
+    def _stop_when_done(self, sockets: list[WebSocketProtocol], deadline: float) -> None:
+        """Stop once every subscriber is closed, every request answered and every byte
+        handed to the kernel (the reactor would drop unwritten ones), or at the deadline."""
         open_ = [p for p in sockets if p.state != WebSocketProtocol.STATE_CLOSED]
-        if not open_ or time.monotonic() >= deadline:
-            logger.info("drained; %d sockets still open at stop", len(open_))
+        requests = self.requests_in_flight()
+        if not open_ and not requests and not reactor.getWriters():
+            logger.info("drained")
             self.stop()
-            return
-        reactor.callLater(0.05, self._stop_when_closed, open_, deadline)
+        elif time.monotonic() < deadline:
+            reactor.callLater(DRAIN_POLL_SECONDS, self._stop_when_done, open_, deadline)
+        else:
+            for request in requests:
+                request.answer_shutting_down()
+            logger.info("drained; %d sockets still open, %d requests answered 503 at stop", len(open_), len(requests))
+            self._stop_when_flushed(time.monotonic() + FLUSH_SECONDS)
+
+    def _stop_when_flushed(self, deadline: float) -> None:
+        if reactor.getWriters() and time.monotonic() < deadline:
+            reactor.callLater(DRAIN_POLL_SECONDS, self._stop_when_flushed, deadline)
+        else:
+            self.stop()
 
 
 def _close_for_restart(protocol: WebSocketProtocol) -> None:
     if protocol.state == WebSocketProtocol.STATE_OPEN:
-        # sendCloseFrame, unlike sendClose, may send the standard 1012 (Autobahn limits
-        # applications to 1000 and 3000-4999).
-        protocol.sendCloseFrame(code=int(CloseCode.SERVICE_RESTART), reasonUtf8=b"server restarting")
+        protocol.close_after_buffered(CloseCode.SERVICE_RESTART, b"server restarting")
     elif protocol.state == WebSocketProtocol.STATE_CONNECTING:
         protocol.dropConnection(abort=True)

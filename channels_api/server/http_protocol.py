@@ -3,10 +3,27 @@
 :class:`WebchannelWebRequest` refuses an oversized body from its headers (or, when chunked,
 as soon as it passes the limit) instead of letting Twisted spool it first, never parses
 form bodies, and answers Daphne's and Twisted's own errors in problem+json.
+:class:`WebchannelHTTPFactory` keeps track of its connections so that a drain can close
+the idle keep-alive ones and have the busy ones close after their response.
+
+Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
+
+- Daphne ``daphne.http_protocol.WebRequest`` (subclassed): ``basic_error`` (overridden),
+  ``handle_reply``, and the ``_response_started`` its ``__init__`` sets;
+  ``daphne.http_protocol.HTTPFactory`` (subclassed): ``buildProtocol``, ``log``.
+- Twisted ``twisted.web.http.Request``: ``gotLength``, ``handleContentChunk`` and
+  ``requestReceived`` (overridden), the ``parsePOSTFormSubmission`` argument of its
+  ``__init__`` (kept in ``_parsePOSTFormSubmission``), ``requestHeaders``,
+  ``responseHeaders``, ``channel`` and ``startedWriting``.
+- Twisted ``twisted.web.http.HTTPChannel`` (subclassed): ``_command`` and ``_path`` (the
+  request line, held until the body is complete, read to choose the body limit),
+  ``_respondToBadRequestAndDisconnect`` and ``checkPersistence`` (overridden), and the
+  ``requests``, ``persistent`` and ``requestFactory`` of a connection.
 """
 
 from __future__ import annotations
 
+import weakref
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +33,31 @@ from twisted.web import http
 
 from ..limits import body_limit
 from ..problems import PROBLEM_CONTENT_TYPE, problem_body
+
+INTERNALS = (
+    ("daphne", "daphne.http_protocol", "WebRequest"),
+    ("daphne", "daphne.http_protocol.WebRequest", "basic_error"),
+    ("daphne", "daphne.http_protocol.WebRequest", "handle_reply"),
+    ("daphne", "daphne.http_protocol.WebRequest", "_response_started", "__init__"),
+    ("daphne", "daphne.http_protocol", "HTTPFactory"),
+    ("daphne", "daphne.http_protocol.HTTPFactory", "buildProtocol"),
+    ("daphne", "daphne.http_protocol.HTTPFactory", "log"),
+    ("twisted", "twisted.web.http.Request", "gotLength"),
+    ("twisted", "twisted.web.http.Request", "handleContentChunk"),
+    ("twisted", "twisted.web.http.Request", "requestReceived"),
+    ("twisted", "twisted.web.http.Request", "_parsePOSTFormSubmission", "__init__"),
+    ("twisted", "twisted.web.http.Request", "requestHeaders", "__init__"),
+    ("twisted", "twisted.web.http.Request", "responseHeaders", "__init__"),
+    ("twisted", "twisted.web.http.Request", "channel", "__init__"),
+    ("twisted", "twisted.web.http.Request", "startedWriting"),
+    ("twisted", "twisted.web.http.HTTPChannel", "_command", "lineReceived"),
+    ("twisted", "twisted.web.http.HTTPChannel", "_path", "lineReceived"),
+    ("twisted", "twisted.web.http.HTTPChannel", "_respondToBadRequestAndDisconnect"),
+    ("twisted", "twisted.web.http.HTTPChannel", "checkPersistence"),
+    ("twisted", "twisted.web.http.HTTPChannel", "requests", "__init__"),
+    ("twisted", "twisted.web.http.HTTPChannel", "persistent"),
+    ("twisted", "twisted.web.http.HTTPChannel", "requestFactory"),
+)
 
 reactor: Any = _reactor
 
@@ -70,6 +112,12 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         transport.write(_raw_problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail))
         reactor.callLater(LINGER_SECONDS, transport.abortConnection)
 
+    def answer_shutting_down(self) -> None:
+        """A 503 for a request the server stops before answering (the application's answer,
+        should it still come, is ignored); nothing when a response has begun."""
+        if not self._response_started:
+            self.basic_error(503, b"Service Unavailable", "the server is shutting down; retry")
+
     def basic_error(self, status: int, status_text: bytes, body: str) -> None:
         """Daphne's own errors (bad header, bad path), as problem+json like every other error."""
         document = problem_body(HTTPStatus(status), body)
@@ -109,6 +157,13 @@ class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
     def _respondToBadRequestAndDisconnect(self) -> None:
         self._answer_and_close(HTTPStatus.BAD_REQUEST, "malformed HTTP request")
 
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """Twisted's, except that while the server drains every response closes its connection."""
+        if self.factory.draining:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
     def _answer_and_close(self, status: HTTPStatus, detail: str) -> None:
         transport: Any = self.transport
         transport.write(_raw_problem(status, detail))
@@ -118,6 +173,13 @@ class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
 class WebchannelHTTPFactory(HTTPFactory):  # type: ignore[misc]
     """Daphne's HTTP factory, building webchannel's channels and requests."""
 
+    draining = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Weak: a connection upgraded to WebSocket leaves its HTTP channel behind as garbage.
+        self.channels: weakref.WeakSet[WebchannelHTTPChannel] = weakref.WeakSet()
+
     def protocol(self) -> WebchannelHTTPChannel:
         # Twisted wraps its channel in a proxy that only matters for HTTP/2 over TLS, which
         # Daphne does not negotiate here.
@@ -126,7 +188,24 @@ class WebchannelHTTPFactory(HTTPFactory):  # type: ignore[misc]
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = WebchannelWebRequest
+        self.channels.add(protocol)
         return protocol
+
+    def stop_keeping_alive(self) -> None:
+        """For a drain: idle keep-alive connections close now, busy ones after their response.
+
+        A connection with a request (an upgraded one keeps its handshake request for ever)
+        is left to finish; its response says ``Connection: close``.
+        """
+        self.draining = True
+        for channel in list(self.channels):
+            if not channel.requests:
+                channel.loseConnection()
+                continue
+            channel.persistent = False
+            for request in channel.requests:
+                if not request.startedWriting:
+                    request.responseHeaders.setRawHeaders(b"connection", [b"close"])
 
     def log(self, request: Any) -> None:
         """No Twisted access log: Daphne's action logger writes webchannel's (redacted) one."""
