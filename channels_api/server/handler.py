@@ -5,6 +5,11 @@ Django's own ``ASGIHandler`` runs ``response.close()`` through ``sync_to_async``
 ``SpooledTemporaryFile`` and races each request against a disconnect listener task.
 Here, bodies are already bounded by :mod:`channels_api.limits`, no view streams, and
 nothing (no database, no cache, no file response) needs closing in a thread.
+
+Relies on these internals of Django's handler (verified at startup by :mod:`.compat`;
+``INTERNALS`` below): ``django.core.handlers.asgi.ASGIHandler`` (subclassed) with ``handle``
+and ``read_body`` (overridden), ``create_request``, ``run_get_response`` and
+``send_response``, and ``django.core.handlers.asgi.get_script_prefix``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,16 @@ from django.http import HttpResponseBase
 from django.urls import set_script_prefix
 
 from ..problems import Problem, problem_response
+
+INTERNALS = (
+    ("django", "django.core.handlers.asgi", "ASGIHandler"),
+    ("django", "django.core.handlers.asgi.ASGIHandler", "handle"),
+    ("django", "django.core.handlers.asgi.ASGIHandler", "read_body"),
+    ("django", "django.core.handlers.asgi.ASGIHandler", "create_request"),
+    ("django", "django.core.handlers.asgi.ASGIHandler", "run_get_response"),
+    ("django", "django.core.handlers.asgi.ASGIHandler", "send_response"),
+    ("django", "django.core.handlers.asgi", "get_script_prefix"),
+)
 
 
 class WebchannelASGIHandler(ASGIHandler):  # type: ignore[misc]

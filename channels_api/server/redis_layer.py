@@ -1,14 +1,19 @@
 """channels-redis's pub/sub layer with webchannel's bounded backlogs.
 
-Relies on these channels_redis internals (checked at startup by :mod:`.compat`):
+Relies on these channels_redis internals (verified at startup by :mod:`.compat` when
+``redis.url`` is set; ``INTERNALS`` below):
 
-- ``pubsub.RedisPubSubChannelLayer._layers``, ``._args``, ``._kwargs`` and ``_get_layer``:
+- ``channels_redis.pubsub.RedisPubSubChannelLayer`` (subclassed): ``_layers``, ``_args`` and
+  ``_kwargs`` (set in ``__init__``), ``_get_layer`` (overridden) and ``deserialize``:
   one loop layer per event loop, built here with webchannel's subclass;
 - ``channels_redis.utils._wrap_close``: closes a loop's layer when its loop closes;
-- ``pubsub.RedisPubSubLoopLayer``: ``channels``, ``groups``, ``_shards``,
-  ``_get_group_channel_name``, ``_subscribe_to_channel`` and ``channel_layer``;
-- ``pubsub.RedisSingleShardConnection``: ``host``, ``channel_layer``, ``_pubsub``,
-  ``_receive_message`` and ``_do_receiving``.
+- ``channels_redis.pubsub.RedisPubSubLoopLayer`` (subclassed): ``_subscribe_to_channel``
+  (overridden), ``_get_group_channel_name``, and the ``channels``, ``groups``, ``_shards``
+  and ``channel_layer`` its ``__init__`` sets;
+- ``channels_redis.pubsub.RedisSingleShardConnection`` (subclassed): ``_receive_message`` and
+  ``_do_receiving`` (overridden), and the ``host``, ``channel_layer`` and ``_pubsub`` its
+  ``__init__`` sets. ``_pubsub`` is a redis-py ``PubSub``, used through its public API
+  (``subscribed``, ``get_message``).
 """
 
 from __future__ import annotations
@@ -17,11 +22,33 @@ import asyncio
 import logging
 from typing import Any
 
-from channels_redis import pubsub
-from channels_redis.utils import _wrap_close
+from channels_redis import pubsub, utils
 
 from ..backlog import Backlog
 from ..layers import DEFAULT_MAX_BACKLOG_BYTES, message_size, receive_from, wait_for_subscribers
+
+INTERNALS = (
+    ("channels-redis", "channels_redis.pubsub", "RedisPubSubChannelLayer"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubChannelLayer", "_layers", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubChannelLayer", "_args", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubChannelLayer", "_kwargs", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubChannelLayer", "_get_layer"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubChannelLayer", "deserialize"),
+    ("channels-redis", "channels_redis.utils", "_wrap_close"),
+    ("channels-redis", "channels_redis.pubsub", "RedisPubSubLoopLayer"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubLoopLayer", "_subscribe_to_channel"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubLoopLayer", "_get_group_channel_name"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubLoopLayer", "channels", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubLoopLayer", "groups", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubLoopLayer", "_shards", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisPubSubLoopLayer", "channel_layer", "__init__"),
+    ("channels-redis", "channels_redis.pubsub", "RedisSingleShardConnection"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_receive_message"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_do_receiving"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "host", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "channel_layer", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_pubsub", "__init__"),
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +75,7 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[m
                 *self._args, max_backlog_bytes=self._max_backlog_bytes, channel_layer=self, **self._kwargs
             )
             self._layers[loop] = layer
-            _wrap_close(self, loop)
+            utils._wrap_close(self, loop)
             return layer
 
 

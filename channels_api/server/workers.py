@@ -7,6 +7,10 @@ almost every connection; with one socket each, the kernel spreads them evenly. T
 parent keeps the sockets, forwards SIGTERM/SIGINT to the workers (each drains its own
 subscribers) and restarts a worker that dies on its own, on the same socket, so no
 connection is refused meanwhile. ``redis.url`` is required.
+
+Relies on no private attribute or method of another package (``INTERNALS`` is empty): the
+workers adopt their socket through Twisted's public ``fd:`` endpoint, and each one runs
+the startup check of :mod:`.compat` itself, as ``manage.py serve``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+
+INTERNALS: tuple[tuple[str, ...], ...] = ()
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,22 @@
 """``manage.py runserver``: Daphne's development server, with webchannel's server fixes."""
 
+from typing import Any
+
 from daphne.management.commands.runserver import Command as DaphneRunserverCommand
+from django.conf import settings
 
 from channels_api.logs import log_action
-from channels_api.server.daphne_server import WebchannelServer
+from channels_api.server.compat import exit_if_incompatible
 
 
 class Command(DaphneRunserverCommand):  # type: ignore[misc]
-    server_cls = WebchannelServer
+    def handle(self, *args: Any, **options: Any) -> None:
+        # Before the server's modules are imported: they subclass what the check verifies.
+        exit_if_incompatible(include_redis=bool(settings.WEBCHANNEL.redis.url))
+        from channels_api.server.daphne_server import WebchannelServer
+
+        self.server_cls = WebchannelServer
+        super().handle(*args, **options)
 
     def log_action(self, protocol, action, details):  # type: ignore[no-untyped-def]
         """Webchannel's access log: Daphne's would print ``access_token`` values."""

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from channels_api.config import parse_listen_address
 from channels_api.logs import log_action
 from channels_api.management.cli import exit_with_config_error
-from channels_api.server.daphne_server import WebchannelServer
+from channels_api.server.compat import exit_if_incompatible
 from channels_api.server.workers import Supervisor, endpoint_for_fd, listening_sockets
 
 logger = logging.getLogger("channels_api")
@@ -56,6 +56,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = settings.WEBCHANNEL
+        # Before the server's modules are imported: they subclass what the check verifies.
+        exit_if_incompatible(include_redis=bool(config.redis.url))
+        from channels_api.server.daphne_server import WebchannelServer
+
         _raise_open_files_limit(config.server.max_connections)
         host, port = parse_listen_address(config.server.listen_address)
         workers = options["workers"]
