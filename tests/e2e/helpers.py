@@ -308,6 +308,21 @@ class RawWebSocket:
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         self.sock.sendall(header + mask + masked)
 
+    def read_until_close(self, seconds: float) -> tuple[list[bytes], int | None]:
+        """Every data frame up to the server's close frame, and the code in it; answers pings and
+        the close, as a client must. Each frame within ``timeout(seconds)``."""
+        frames = []
+        while True:
+            opcode, payload = self.read_frame(seconds)
+            if opcode == OP_CLOSE:
+                self.send_frame(OP_CLOSE, payload[:2])
+                return frames, (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None)
+            if opcode == OP_PING:
+                self.send_frame(OP_PONG, payload)
+            else:
+                assert opcode in (OP_BINARY, OP_TEXT), f"unexpected opcode {opcode}"
+                frames.append(payload)
+
     def close(self) -> None:
         self.sock.close()
 

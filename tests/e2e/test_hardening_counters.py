@@ -16,11 +16,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.helpers import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    RawWebSocket,
     create_channel,
     gauge_equals,
     http_client,
@@ -82,21 +77,6 @@ async def test_every_written_frame_is_counted_as_sent_with_its_bytes(server: Ser
     }
 
 
-def read_until_close(ws: RawWebSocket) -> tuple[list[bytes], int | None]:
-    """Every message frame, then the close code; answers the close and pings."""
-    received = []
-    while True:
-        opcode, payload = ws.read_frame(30)
-        if opcode == OP_CLOSE:
-            ws.send_frame(OP_CLOSE, payload[:2])
-            return received, (struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None)
-        if opcode == OP_PING:
-            ws.send_frame(OP_PONG, payload)
-        else:
-            assert opcode == OP_BINARY, opcode
-            received.append(payload)
-
-
 async def test_a_4008_for_a_full_write_buffer_counts_each_message_not_written_as_an_error(
     server: ServerProcess,
 ) -> None:
@@ -125,7 +105,7 @@ async def test_a_4008_for_a_full_write_buffer_counts_each_message_not_written_as
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading
-            got, code = await asyncio.to_thread(read_until_close, stalled)
+            got, code = await asyncio.to_thread(stalled.read_until_close, 30)
         finally:
             stalled.close()
         await gauge_equals(server.url, 1)

@@ -13,19 +13,11 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.helpers import (
-    OP_BINARY,
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    RawWebSocket,
-    create_channel,
-    raw_websocket_with_receive_buffer,
-)
+from tests.e2e.helpers import create_channel, raw_websocket_with_receive_buffer
 from tests.e2e.test_reliability_slow_subscriber import KeepAlivePublisher
 from tests.harness import ServerProcess, base_config, serving, timeout
 
@@ -48,7 +40,7 @@ def message(run: int, i: int) -> bytes:
 
 @dataclass
 class Outcome:
-    received: list[int] = field(default_factory=list)
+    received: int = 0
     close_code: int | None = None
     error: BaseException | None = None
 
@@ -62,7 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def run_paused_subscriber(server: ServerProcess, run: int, outcome: Outcome) -> None:
     """Subscribe, stop reading, publish the burst (every publish answered), resume reading after
-    the pause (the scenario under test, not a synchronisation), read until the close frame."""
+    the pause (the scenario under test, not a synchronisation), read up to the close frame."""
     try:
         channel_id, token = create_channel(server.url)
         ws = raw_websocket_with_receive_buffer(server.url, channel_id, token, CLIENT_RCVBUF)
@@ -73,27 +65,14 @@ def run_paused_subscriber(server: ServerProcess, run: int, outcome: Outcome) -> 
                     status = publisher.publish(message(run, i))
                     assert status == 204, f"run {run}: publish {i} answered {status}"
             time.sleep(max(0.0, paused_at + PAUSE_SECONDS - time.monotonic()))
-            read_until_close(ws, run, outcome)
+            frames, outcome.close_code = ws.read_until_close(30)
+            for i, frame in enumerate(frames):
+                assert frame == message(run, i), f"run {run}: frame {i} is not message {i} (tag {frame[:6].hex()})"
+            outcome.received = len(frames)
         finally:
             ws.close()
     except BaseException as exc:  # reported by the test thread
         outcome.error = exc
-
-
-def read_until_close(ws: RawWebSocket, run: int, outcome: Outcome) -> None:
-    while True:
-        opcode, payload = ws.read_frame(30)
-        if opcode == OP_CLOSE:
-            outcome.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-            ws.send_frame(OP_CLOSE, payload[:2])
-            return
-        if opcode == OP_PING:
-            ws.send_frame(OP_PONG, payload)
-            continue
-        assert opcode == OP_BINARY, f"run {run}: opcode {opcode}"
-        i = len(outcome.received)
-        assert payload == message(run, i), f"run {run}: frame {i} is not message {i} (tag {payload[:6].hex()})"
-        outcome.received.append(i)
 
 
 def test_a_subscriber_paused_during_a_burst_reads_a_prefix_then_close_4008_in_every_run(
@@ -113,7 +92,7 @@ def test_a_subscriber_paused_during_a_burst_reads_a_prefix_then_close_4008_in_ev
     assert not failures, "\n".join(failures) + "\n" + server.output()[-3000:]
     codes = [outcome.close_code for outcome in outcomes]
     assert codes == [TOO_SLOW] * RUNS, f"close codes: {codes}"
-    counts = [len(outcome.received) for outcome in outcomes]
+    counts = [outcome.received for outcome in outcomes]
     assert all(0 < count < MESSAGES for count in counts), f"messages before the close: {counts}"
     print(f"[slow-close] messages received before 4008, per run: {counts}")
     assert "Traceback" not in server.output()
