@@ -88,10 +88,6 @@ def test_invalid_channel_id_names_the_rule(channel_id, rule):
         validate_channel_id(channel_id)
 
 
-def test_invalid_channel_id_is_a_value_error():
-    assert issubclass(InvalidChannelId, ValueError)
-
-
 def test_every_unicode_whitespace_character_is_refused():
     whitespace = [chr(c) for c in range(0x110000) if chr(c).isspace()]
     assert len(whitespace) > 20
