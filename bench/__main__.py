@@ -27,7 +27,7 @@ KNOWN_TARGETS = [*DEFAULT_TARGETS, "webchannel-redis-w2", "url"]
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark webchannel against Nchan (issue 4's scenarios) and write results.",
+        description="Benchmark webchannel against Nchan and write results.",
     )
     parser.add_argument(
         "--targets",

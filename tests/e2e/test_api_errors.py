@@ -1,4 +1,4 @@
-"""Every 4xx of SPEC §2 over real HTTP, and refused WebSocket handshakes.
+"""Every 4xx the API documents, over real HTTP, and refused WebSocket handshakes.
 
 Each error is RFC 7807 ``application/problem+json`` with ``title`` and ``status``; a refused
 subscribe is an HTTP 401/403 answer to the handshake, never an upgrade; a refused publish

@@ -1,4 +1,4 @@
-"""Bytes in, the same bytes out (SPEC §2 Subscribe/Publish), over real HTTP and WebSockets.
+"""Bytes in, the same bytes out, from publish to subscribers over real HTTP and WebSockets.
 
 Every published body reaches every subscriber as exactly one binary frame holding exactly
 those bytes, whatever they are and whatever Content-Type the publisher sent, in publish order.

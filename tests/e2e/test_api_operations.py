@@ -1,4 +1,4 @@
-"""Operations endpoints and CORS over real HTTP (SPEC §2 Operations).
+"""Operations endpoints (health, readiness, metrics) and CORS over real HTTP.
 
 /healthz, /readyz, /metrics (names, HTTP responses by view and status, no channel ids,
 optional Basic auth) and CORS preflight/actual responses.
@@ -76,7 +76,9 @@ def test_readyz_answers_200_with_the_in_process_layer(shared_server: ServerProce
 # --- metrics ---------------------------------------------------------------------------------
 
 
-async def test_metrics_expose_every_spec_metric_and_responses_by_view_and_status(shared_server: ServerProcess) -> None:
+async def test_metrics_expose_every_required_metric_and_responses_by_view_and_status(
+    shared_server: ServerProcess,
+) -> None:
     channel_id, token = create_channel(shared_server.url)
     async with subscribe(shared_server.url, channel_id, token) as ws, http_client() as client:
         response = await publish(client, shared_server.url, channel_id, b"counted", token=token)

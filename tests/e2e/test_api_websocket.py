@@ -1,4 +1,4 @@
-"""Subscriber sockets over real WebSockets (SPEC §2 Subscribe): receive-only, keepalive, the gauge.
+"""Subscriber sockets over real WebSockets: receive-only, keepalive, the gauge.
 
 - A data frame from the client closes the socket with 4003 (the documented 4xxx for 1003).
 - Keepalive pings go out every ``server.ping_interval``; a peer that never answers is dropped

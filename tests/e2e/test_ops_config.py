@@ -1,4 +1,4 @@
-"""Configuration through the README's command, ``python manage.py serve -c FILE`` (SPEC §3).
+"""Configuration through the README's command, ``python manage.py serve -c FILE``.
 
 Sources, later wins: defaults < TOML file < ``WC_*`` environment. Bad configuration: one
 clear line naming the file or key and the problem, exit status 2, no traceback.

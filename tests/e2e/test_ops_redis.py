@@ -1,6 +1,6 @@
 """Several processes sharing channels through a real Redis, and what happens when Redis goes away.
 
-SPEC §4: with ``redis.url`` set, a message published to process A reaches subscribers on
+With ``redis.url`` set, a message published to process A reaches subscribers on
 process B; during a Redis outage publishes get 503, subscribers stay connected or are closed
 with a retryable code, and the service recovers without a restart when Redis returns.
 """

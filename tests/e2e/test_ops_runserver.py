@@ -1,4 +1,4 @@
-"""``python manage.py runserver`` serves HTTP and WebSocket for development (SPEC §4)."""
+"""``python manage.py runserver`` serves HTTP and WebSocket for development."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ async def test_runserver_serves_http_and_websocket(runserver: ServerProcess) -> 
 
 
 async def test_runserver_access_log_redacts_tokens_and_keys(runserver: ServerProcess) -> None:
-    """SPEC §3: tokens and API keys never appear in logs, whichever command serves."""
+    """Tokens and API keys never appear in logs, whichever command serves."""
     server = runserver
     channel_id, token = create_channel(server.url, channel_id=f"redact-{free_port()}")
     async with httpx.AsyncClient(base_url=server.url, timeout=timeout(10)) as client:

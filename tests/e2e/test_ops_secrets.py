@@ -1,4 +1,4 @@
-"""Secrets never reach the logs, even at ``WC_LOG=debug`` with the access log on (SPEC §3).
+"""Secrets never reach the logs, even at ``WC_LOG=debug`` with the access log on.
 
 A full session exercises every place a secret travels: the API key (create, publish), tokens
 (query ``access_token``, ``Authorization: Bearer`` on subscribe and publish), failed attempts

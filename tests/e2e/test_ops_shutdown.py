@@ -1,4 +1,4 @@
-"""Graceful shutdown of ``manage.py serve`` on SIGTERM and SIGINT (SPEC §4, §5 Operations).
+"""Graceful shutdown of ``manage.py serve`` on SIGTERM and SIGINT.
 
 On the signal the server stops accepting, closes every subscriber socket with 1012 (service
 restart; the README's close-code table) spread over ``server.drain_window`` seconds so that

@@ -1,4 +1,4 @@
-"""Oversized request bodies are refused without being buffered (issue 3, point 6).
+"""Oversized request bodies are refused without being buffered.
 
 A publish that announces a 1 GB body, and a chunked publish with no length that never ends, are
 both answered 413 (problem+json) while the client is still sending; the server's resident memory

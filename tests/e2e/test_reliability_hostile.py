@@ -1,4 +1,4 @@
-"""Hostile input against a real server never gets a 500 or a crash (issue 3, point 7).
+"""Hostile input against a real server never gets a 500 or a crash.
 
 Property tests (hypothesis) send random requests to one real ``manage.py serve`` process over
 loopback: random methods, paths under ``/webchannel/v1/channels`` (percent-encoded Unicode ids,
@@ -443,7 +443,7 @@ FORM_BODIES = [
 async def test_a_publish_is_relayed_unchanged_whatever_form_content_type_it_declares(
     hostile_server: ServerProcess, content_type: str, body: bytes
 ) -> None:
-    """SPEC §2 Publish: any bytes, any Content-Type, relayed unchanged (no form parsing)."""
+    """Publish relays any bytes with any Content-Type unchanged (no form parsing)."""
     server = hostile_server
     channel_id, token = create_channel(server.url)
     async with http_client() as client, subscribe(server.url, channel_id, token) as ws:

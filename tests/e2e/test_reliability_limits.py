@@ -1,4 +1,4 @@
-"""A cap on concurrent subscriber sockets per process (issue 3, point 6: ``server.max_connections``).
+"""A cap on concurrent subscriber sockets per process (``server.max_connections``).
 
 Over the cap the handshake is refused (HTTP 403, never upgraded) and counted in
 ``webchannel_websocket_refused_total{reason="max_connections"}``; once a subscriber leaves, a

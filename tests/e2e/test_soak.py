@@ -1,4 +1,4 @@
-"""The soak script (issue 3, point 9) in a CI-sized run: ``python -m bench.soak`` as a subprocess.
+"""The soak script in a CI-sized run: ``python -m bench.soak`` as a subprocess.
 
 The full soak holds 5,000 subscribers for 10 minutes; CI runs 1,000 subscribers over 50 channels
 for 30 seconds, which takes about 40-50 s on a 2-core machine including connection setup. It

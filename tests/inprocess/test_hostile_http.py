@@ -55,10 +55,10 @@ HYPOTHESIS = settings(
 )
 
 # ---------------------------------------------------------------------------------------------
-# The spec's id rules, written out again here so the oracle does not trust the code under test.
+# The channel-id rules, written out again here so the oracle does not trust the code under test.
 
 
-def spec_valid_id(channel_id: str) -> bool:
+def follows_id_rules(channel_id: str) -> bool:
     """The channel-id rules: 1-128 characters, no ``/``, no whitespace, no control characters."""
     return 1 <= len(channel_id) <= 128 and not any(
         char == "/" or char.isspace() or unicodedata.category(char) in ("Cc", "Cs") for char in channel_id
@@ -706,14 +706,14 @@ def check(request: Request, response: Response) -> None:
             assert status == 413, f"create body over 16 KiB not refused with 413: {context}"
     elif channel_id is not None:
         allowed = {204, 400, 401, 403, 405, 413}
-        if not spec_valid_id(channel_id):
+        if not follows_id_rules(channel_id):
             allowed = (allowed - {204}) | {404}  # an invalid id may be 400 or 404 outside create
         if request.method == "POST" and max(sizes) > MAX_MESSAGE_SIZE:
             assert status == 413, f"publish body over max_message_size not refused with 413: {context}"
         if 200 <= status < 300:
             assert request.method == "POST" or preflight, context
             if request.method == "POST":
-                assert spec_valid_id(channel_id), f"2xx for an invalid id: {context}"
+                assert follows_id_rules(channel_id), f"2xx for an invalid id: {context}"
                 assert credentials_could_be_valid(request, channel_id), f"2xx publish without credentials: {context}"
     elif request.path in ("/healthz", "/readyz", "/metrics"):
         allowed = {200, 401, 405, 413}
@@ -766,7 +766,7 @@ async def test_publish_with_hostile_tokens_is_never_accepted_without_a_valid_one
     response = await run(request)
     check(request, response)
     decoded_id = path[len(PREFIX) + 1 :]
-    if spec_valid_id(decoded_id):
+    if follows_id_rules(decoded_id):
         expected = oracle_verdict(token.strip(" \t"), decoded_id)  # whitespace around a header value is not in it
         assert response.status == expected, (
             f"{token[:200]!r}: {response.status} {response.body[:200]!r}, not {expected}"
@@ -775,14 +775,14 @@ async def test_publish_with_hostile_tokens_is_never_accepted_without_a_valid_one
 
 valid_channel_ids = weighted(
     (2, st.from_regex(r"[A-Za-z0-9_-]{1,40}", fullmatch=True)),
-    (1, st.text(id_alphabet, min_size=1, max_size=12).filter(spec_valid_id)),
+    (1, st.text(id_alphabet, min_size=1, max_size=12).filter(follows_id_rules)),
 )
 
 
 @pytest.mark.parametrize("kind", TOKEN_KINDS)
 @settings(HYPOTHESIS, max_examples=25)
 @given(data=st.data())
-async def test_each_kind_of_token_gets_the_answer_the_spec_gives_it(kind: str, data) -> None:
+async def test_each_kind_of_token_gets_its_documented_answer(kind: str, data) -> None:
     """Every JWT attack (alg none, HS512, RS/HS confusion, tampering, wrong secret, expired,
     not yet valid, other channel, 100 KB) is refused; good tokens publish; other-channel ones get 403."""
     channel_id = data.draw(valid_channel_ids, label="channel_id")
@@ -804,7 +804,7 @@ async def test_each_kind_of_token_gets_the_answer_the_spec_gives_it(kind: str, d
 
 @HYPOTHESIS
 @given(channel_ids, bodies, st.sampled_from(["api-key", "bearer", "other-channel"]))
-async def test_well_formed_publish_is_answered_as_the_spec_says(channel_id: str, body: bytes, credential: str) -> None:
+async def test_well_formed_publish_is_answered_as_documented(channel_id: str, body: bytes, credential: str) -> None:
     """The success path is reachable from the same generators (so the properties above are not vacuous)."""
     raw = (PREFIX + "/" + quote(channel_id, safe="")).encode("ascii")
     path = unquote(raw.decode("ascii"))
@@ -819,7 +819,7 @@ async def test_well_formed_publish_is_answered_as_the_spec_says(channel_id: str,
     request = Request("POST", path, raw, b"", headers, [body])
     response = await run(request)
     check(request, response)
-    if not spec_valid_id(decoded_id):
+    if not follows_id_rules(decoded_id):
         assert response.status in (400, 404, 413), response
     elif len(body) > MAX_MESSAGE_SIZE:
         assert response.status == 413, response
@@ -851,7 +851,7 @@ async def test_create_body_is_a_channel_or_a_400(body: bytes, with_key: bool) ->
     assert response.status == 200, f"{body[:200]!r} -> {response.status} {response.body[:200]!r}"
     document = json.loads(response.body)
     assert isinstance(document["channelId"], str)
-    assert spec_valid_id(document["channelId"])
+    assert follows_id_rules(document["channelId"])
     if expected_id is not None:
         assert document["channelId"] == expected_id
     assert oracle_accepts(document["token"], document["channelId"])
@@ -870,7 +870,7 @@ def expected_create_id(body: bytes) -> str | bool | None:
     if "channelId" not in document:
         return None
     channel_id = document["channelId"]
-    if not isinstance(channel_id, str) or not spec_valid_id(channel_id):
+    if not isinstance(channel_id, str) or not follows_id_rules(channel_id):
         return False
     return channel_id
 

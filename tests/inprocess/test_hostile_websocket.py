@@ -31,12 +31,12 @@ from .test_hostile_http import (
     TOKEN_KINDS,
     authorization_values,
     channel_ids,
+    follows_id_rules,
     header_value_bytes,
     next_output,
     oracle_accepts,
     path_channel_id,
     paths,
-    spec_valid_id,
     surrogate_ids,
     token_chars,
     token_of_kind,
@@ -211,12 +211,12 @@ async def test_handshake_is_accepted_only_with_a_valid_token_for_the_path_id(
     gauge_before = connected_gauge()
     outcome = await drive(handshake, client_frames)
     channel_id = subscribed_id(handshake.path)
-    valid_id = channel_id is not None and spec_valid_id(channel_id)
+    valid_id = channel_id is not None and follows_id_rules(channel_id)
     event(f"{'accepted' if outcome.accepted else 'refused'}{' (valid id)' if valid_id else ''}")
     if outcome.accepted:
         context = f"path={handshake.path!r} query={handshake.query_string[:200]!r} headers={handshake.headers!r}"
         assert channel_id is not None, f"accepted outside /webchannel/v1/channels/{{id}}: {context}"
-        assert spec_valid_id(channel_id), f"accepted an invalid channel id: {context}"
+        assert follows_id_rules(channel_id), f"accepted an invalid channel id: {context}"
         assert any(oracle_accepts(token, channel_id) for token in handshake.presented_tokens()), (
             f"accepted without a valid token for {channel_id!r}: {context}"
         )
@@ -251,7 +251,7 @@ async def test_valid_token_for_the_path_id_is_accepted_and_nothing_else(channel_
     frame = data.draw(frames, label="frames")
     outcome = await drive(handshake, frame)
     presented = token.strip(" \t") if placement == "authorization" else token  # OWS is not in a header value
-    expected = spec_valid_id(channel_id) and oracle_accepts(presented, channel_id)
+    expected = follows_id_rules(channel_id) and oracle_accepts(presented, channel_id)
     if placement == "query" and not re.fullmatch(r"[A-Za-z0-9._~-]*", token):
         # An unquoted token holding &, +, % or = reads as something else in a query string:
         # only the safety half holds (accepted => some reading of it is a good token).

@@ -50,7 +50,7 @@ def metric_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line and not line.startswith("#")]
 
 
-async def test_metrics_expose_every_spec_metric_and_http_responses_by_view_and_status(async_client):
+async def test_metrics_expose_every_required_metric_and_http_responses_by_view_and_status(async_client):
     assert (
         await async_client.post(channel_path("ops-any"), data=b"x", content_type="text/plain", headers=API_KEY_HEADERS)
     ).status_code == 204
