@@ -30,6 +30,7 @@ def genconfig(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 async def test_a_generated_file_serves_with_its_own_secret_and_api_key(tmp_path: Path) -> None:
     path = tmp_path / "webchannel.toml"
     result = genconfig("-o", str(path))

@@ -859,6 +859,7 @@ def assert_config_or_one_line_error(path: str | None, environ: dict[str, str]) -
 HYPOTHESIS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow
 @HYPOTHESIS
 @given(document=documents)
 @example(document={"channel": {"tt\nl": 1}})
@@ -885,6 +886,7 @@ env_values = st.text(max_size=40) | st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @HYPOTHESIS
 @given(environ=st.dictionaries(env_names, env_values, max_size=6))
 def test_any_environment_gives_a_config_or_a_one_line_error(environ):
