@@ -14,8 +14,8 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
 
 - Daphne ``daphne.server.Server`` (subclassed): ``run`` assigns ``ws_factory`` and
   ``http_factory`` (intercepted by properties here) and creates ``connections`` (read);
-  ``create_application`` (replaced), ``handle_reply``, ``listen_success``,
-  ``listen_error``, ``stop``; the ``application``, ``ping_interval`` and ``ping_timeout``
+  ``create_application`` and ``kill_all_applications`` (replaced), ``handle_reply``,
+  ``listen_success``, ``listen_error``, ``stop``; the ``application``, ``ping_interval`` and ``ping_timeout``
   its ``__init__`` sets. ``daphne.http_protocol.HTTPFactory`` and
   ``daphne.ws_protocol.WebSocketFactory``, whose ``protocol`` is replaced.
 - Twisted ``twisted.internet.asyncioreactor.AsyncioSelectorReactor._asyncioEventloop``,
@@ -37,6 +37,7 @@ from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from django.conf import settings
+from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 
 from ..config import Config
@@ -54,6 +55,7 @@ INTERNALS = (
     ("daphne", "daphne.server.Server", "listen_success"),
     ("daphne", "daphne.server.Server", "listen_error"),
     ("daphne", "daphne.server.Server", "stop"),
+    ("daphne", "daphne.server.Server", "kill_all_applications"),
     ("daphne", "daphne.server.Server", "application", "__init__"),
     ("daphne", "daphne.server.Server", "ping_interval", "__init__"),
     ("daphne", "daphne.server.Server", "ping_timeout", "__init__"),
@@ -177,6 +179,21 @@ class WebchannelServer(Server):  # type: ignore[misc]
             return None
         self.connections[protocol]["application_instance"] = asyncio.ensure_future(instance)
         return inbox
+
+    def kill_all_applications(self) -> Any:
+        """Daphne's, for the connections that have an application: a request whose body never
+        arrived has none, and Daphne's own would fail on it (silently) and cancel nothing."""
+        pending = [
+            instance
+            for details in self.connections.values()
+            if (instance := details.get("application_instance")) is not None and not instance.done()
+        ]
+        for instance in pending:
+            instance.cancel()
+        logger.info("Killed %i pending application instances", len(pending))
+        waited = defer.Deferred.fromFuture(asyncio.gather(*pending))
+        waited.addErrback(lambda _: None)
+        return waited
 
     def listen_success(self, port: Any) -> None:
         self.ports.append(port)

@@ -70,6 +70,8 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
 
     refused = False
     body_received = 0
+    complete = False
+    """The whole request (its body too) has been read."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Twisted would parse form-encoded and multipart bodies (and answer a bare 400 when
@@ -96,6 +98,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         if self.refused:
             self.channel.transport.loseConnection()  # the refused body has been read to its end
         else:
+            self.complete = True
             super().requestReceived(command, path, version)
 
     def _refuse_too_large(self) -> None:
@@ -115,8 +118,13 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
     def answer_shutting_down(self) -> None:
         """A 503 for a request the server stops before answering (the application's answer,
         should it still come, is ignored); nothing when a response has begun."""
-        if not self._response_started:
-            self.basic_error(503, b"Service Unavailable", "the server is shutting down; retry")
+        detail = "the server is shutting down; retry"
+        if not self.complete:  # still uploading: Twisted has no request line to answer with yet
+            self.refused = True
+            self.channel.transport.write(_raw_problem(HTTPStatus.SERVICE_UNAVAILABLE, detail))
+            self.channel.loseConnection()
+        elif not self._response_started:
+            self.basic_error(HTTPStatus.SERVICE_UNAVAILABLE, b"Service Unavailable", detail)
 
     def basic_error(self, status: int, status_text: bytes, body: str) -> None:
         """Daphne's own errors (bad header, bad path), as problem+json like every other error."""

@@ -166,6 +166,26 @@ def test_publishes_still_uploading_at_sigterm_get_their_204_and_idle_connections
     assert "Traceback" not in server.output(), server.output()
 
 
+def test_a_publish_whose_body_never_completes_gets_503_when_the_drain_ends(server: ServerProcess) -> None:
+    channel_id, token = create_channel(server.url)
+    stalled = RawPublisher(server, channel_id, token)
+    try:
+        stalled.send_headers(BODY_SIZE)
+        stalled.send_body(b"a" * (BODY_SIZE // 2))
+        signalled = time.monotonic()
+        server.signal(signal.SIGTERM)
+        stalled.sock.settimeout(timeout(DRAIN_WINDOW + DRAIN_MARGIN + 3))
+        response = stalled.read_response()
+        waited = time.monotonic() - signalled
+    finally:
+        stalled.close()
+    assert response.status == 503, response
+    assert response.headers.get("content-type", "").startswith("application/problem+json"), response
+    assert DRAIN_WINDOW + DRAIN_MARGIN - 0.2 < waited < DRAIN_WINDOW + DRAIN_MARGIN + timeout(1), waited
+    assert wait_exit(server, 5) == 0, server.output()
+    assert "Traceback" not in server.output(), server.output()
+
+
 @dataclass
 class Tally:
     accepted: int = 0
