@@ -4,7 +4,8 @@ A subscriber that stops reading for 5 s while 400 messages of 32 KiB are publish
 channel, and then reads everything, gets an in-order prefix of the messages followed by a
 close frame with code 4008, never a reset without one. Twenty such runs, each on its own
 channel and connection, go on at once against one server (a small ``max_backlog_bytes`` and a
-small client receive buffer make each overflow early).
+small client receive buffer make each overflow early). A close by the application (4003, and the
+4008 of an overflowing backlog) waits behind unread messages the same way.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ PAUSE_SECONDS = 5.0
 MAX_BACKLOG_BYTES = 64 * 1024
 CLIENT_RCVBUF = 4096
 TOO_SLOW = 4008
+DATA_FROM_CLIENT = 4003
+AUTOBAHN_CLOSE_TIMEOUT = 1.0
 
 
 def message(run: int, i: int) -> bytes:
@@ -96,3 +99,23 @@ def test_a_subscriber_paused_during_a_burst_reads_a_prefix_then_close_4008_in_ev
     assert all(0 < count < MESSAGES for count in counts), f"messages before the close: {counts}"
     print(f"[slow-close] messages received before 4008, per run: {counts}")
     assert "Traceback" not in server.output()
+
+
+def test_a_close_by_the_application_also_waits_behind_the_messages_not_yet_read(server: ServerProcess) -> None:
+    """The application's closes (4003 here; 4008 from an overflowing backlog and 4013 take the same
+    way) are queued behind what the subscriber has not read: one that reads only after autobahn's
+    one-second close timeout still gets every message, then the close frame."""
+    channel_id, token = create_channel(server.url)
+    ws = raw_websocket_with_receive_buffer(server.url, channel_id, token, CLIENT_RCVBUF)
+    try:
+        sent = [message(RUNS, i) for i in range(30)]  # about 1 MiB: in the kernel's buffers, under the bound
+        with KeepAlivePublisher(server, channel_id, token) as publisher:
+            for i, data in enumerate(sent):
+                assert publisher.publish(data) == 204, f"publish {i}"
+        ws.send_frame(0x2, b"data from a subscriber")  # closed with 4003
+        time.sleep(2 * AUTOBAHN_CLOSE_TIMEOUT)  # the scenario: not reading for longer than that timeout
+        frames, code = ws.read_until_close(30)
+    finally:
+        ws.close()
+    assert code == DATA_FROM_CLIENT
+    assert frames == sent
