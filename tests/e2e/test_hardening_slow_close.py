@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.helpers import create_channel, raw_websocket_with_receive_buffer
-from tests.e2e.test_reliability_slow_subscriber import KeepAlivePublisher
+from tests.e2e.helpers import KeepAlivePublisher, create_channel, raw_websocket_with_receive_buffer
 from tests.harness import ServerProcess, base_config, serving, timeout
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

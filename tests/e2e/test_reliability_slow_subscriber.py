@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
 from tests.e2e.helpers import (
-    CHANNELS,
+    KeepAlivePublisher,
     RssWatch,
     create_channel,
     eventually,
@@ -158,44 +156,6 @@ async def test_stalled_subscriber_is_closed_with_4008_and_memory_stays_bounded_w
 ) -> None:
     with serving(tmp_path, slow_config(redis={"url": redis_server.url}), name="redis-slow") as server:
         await run_stalled_subscriber_scenario(server, "redis layer")
-
-
-class KeepAlivePublisher:
-    """Sequential publishes over one keep-alive HTTP/1.1 connection (each answered before the next)."""
-
-    def __init__(self, server: ServerProcess, channel_id: str, token: str) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=timeout(10))
-        self.head = (
-            f"POST {CHANNELS}/{quote(channel_id, safe='')} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
-            f"Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n"
-        ).encode()
-        self.buffer = b""
-
-    def __enter__(self) -> KeepAlivePublisher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def publish(self, body: bytes) -> int:
-        self.sock.sendall(self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            assert chunk, "the server closed the keep-alive connection"
-            self.buffer += chunk
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-            assert name.strip().lower() != b"transfer-encoding", head
-        while len(self.buffer) < length:
-            chunk = self.sock.recv(65536)
-            assert chunk, "the server closed the keep-alive connection"
-            self.buffer += chunk
-        self.buffer = self.buffer[length:]
-        return int(head.split(b" ", 2)[1])
 
 
 @pytest.fixture(scope="module")
