@@ -77,6 +77,7 @@ async def test_every_written_frame_is_counted_as_sent_with_its_bytes(server: Ser
     }
 
 
+@pytest.mark.slow
 async def test_a_4008_for_a_full_write_buffer_counts_each_message_not_written_as_an_error(
     server: ServerProcess,
 ) -> None:
