@@ -17,6 +17,7 @@ import ipaddress
 import math
 import re
 import secrets
+import ssl
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -40,9 +41,15 @@ CREATE_BODY_LIMIT = 16 * 1024
 Check = typing.Callable[[Any], Any]
 
 
-def setting(default: Any, help: str, *, check: Check | None = None, secret: bool = False) -> Any:
-    """Declare a configuration key: its default, its meaning and how its value is checked."""
-    meta = {"help": help, "check": check, "secret": secret}
+def setting(
+    default: Any, help: str, *, check: Check | None = None, secret: bool = False, one_or_list: bool = False
+) -> Any:
+    """Declare a configuration key: its default, its meaning and how its value is checked.
+
+    ``one_or_list`` lets a list key also be given as one TOML string (a list of one), for
+    keys that were a single string before they became lists.
+    """
+    meta = {"help": help, "check": check, "secret": secret, "one_or_list": one_or_list}
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -141,10 +148,85 @@ def _hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
     return hosts
 
 
-def _redis_url(url: str | None) -> str | None:
-    if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("expected a redis://, rediss:// or unix:// URL")
-    return url
+def _redis_url_problem(url: str) -> str | None:
+    """What is wrong with one Redis URL (never quoting it: it may hold a password), or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises for a port out of range)
+    except ValueError:
+        return "expected a redis://, rediss:// or unix:// URL with a valid host and port"
+    if parts.scheme not in ("redis", "rediss", "unix") or parts.fragment or any(c.isspace() for c in url):
+        return "expected a redis://, rediss:// or unix:// URL"
+    if parts.scheme == "unix":
+        return None if parts.path else "expected unix:///path/to/redis.sock"
+    if not parts.hostname:
+        return "expected a host in the URL, e.g. redis://127.0.0.1:6379/0"
+    if parts.path not in ("", "/") and not re.fullmatch(r"/\d+", parts.path):
+        return "expected a database number as the URL's path, e.g. redis://127.0.0.1:6379/0"
+    return None
+
+
+def _redis_urls(urls: tuple[str, ...]) -> tuple[str, ...]:
+    for position, url in enumerate(urls, 1):
+        problem = _redis_url_problem(url)
+        if problem:
+            raise ValueError(f"URL {position} of {len(urls)}: {problem}" if len(urls) > 1 else problem)
+    if len(set(urls)) < len(urls):
+        raise ValueError("expected every Redis server once (a URL is listed twice)")
+    return urls
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (a name, an IPv4 address or ``[IPv6]``) into a host and a port."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise ValueError("expected HOST:PORT entries with a port from 1 to 65535")
+    if not re.fullmatch(r"[A-Za-z0-9._:-]+", host):
+        raise ValueError("expected HOST:PORT entries with a host name or IP address")
+    return host, int(port_text)
+
+
+def _sentinels(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    for address in addresses:
+        parse_host_port(address)
+    if len(set(addresses)) < len(addresses):
+        raise ValueError("expected every sentinel once (an address is listed twice)")
+    return addresses
+
+
+def _master_name(name: str) -> str:
+    if not _TOKEN_CHARS.fullmatch(name):
+        raise ValueError("expected the master's name as the sentinels know it (visible ASCII, no spaces)")
+    return name
+
+
+MAX_PREFIX_LENGTH = 32
+_PREFIX = re.compile(r"[A-Za-z0-9.-]+(?:_[A-Za-z0-9.-]+)*")
+
+
+def _redis_prefix(prefix: str) -> str:
+    """Characters channel-layer names allow, without ``__`` or a trailing ``_``: channels_redis
+    appends ``__group__`` to the prefix, so the first ``__`` of a Redis channel name ends the
+    prefix and no deployment's channel can be another prefix's."""
+    if len(prefix) > MAX_PREFIX_LENGTH or not _PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"expected 1 to {MAX_PREFIX_LENGTH} ASCII letters, digits, '.' or '-', with single '_' "
+            "between them (e.g. webchannel-prod)"
+        )
+    return prefix
+
+
+def _ca_file(path: str) -> str:
+    """The CA file must load now, not at the first TLS handshake minutes later."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError:  # before OSError, its base class
+        raise ValueError("expected PEM CA certificates in the file (none could be loaded)") from None
+    except OSError as exc:
+        raise ValueError(f"expected a readable CA certificate file ({exc.strerror or exc})") from None
+    return path
 
 
 # --- the keys ---------------------------------------------------------------------
@@ -214,14 +296,42 @@ class ChannelConfig:
 
 @dataclass(frozen=True)
 class RedisConfig:
-    """``[redis]``: unset means the in-process channel layer (one process)."""
+    """``[redis]``: neither ``url`` nor ``sentinels`` set means the in-process channel layer (one process)."""
 
-    url: str | None = setting(
-        None,
-        "Redis URL; set it to share channels between processes (Redis pub/sub).",
-        check=_redis_url,
+    url: tuple[str, ...] = setting(
+        (),
+        "Redis URL (redis://[user:password@]host:port/0, rediss:// for TLS, unix://), or a list of "
+        "URLs: one shard each, channels spread over them; every process must list the same servers "
+        "in the same order. Set it to share channels between processes (Redis pub/sub).",
+        check=_redis_urls,
         secret=True,
+        one_or_list=True,
     )
+    sentinels: tuple[str, ...] = setting(
+        (),
+        "Redis Sentinel addresses (HOST:PORT), instead of url; needs master_name.",
+        check=_sentinels,
+    )
+    master_name: str | None = setting(
+        None, "Name of the master the sentinels monitor (with sentinels).", check=_master_name
+    )
+    prefix: str = setting(
+        "webchannel",
+        "Start of every Redis pub/sub channel name: deployments sharing a Redis server with "
+        "different prefixes never see each other's messages (database numbers do not separate pub/sub).",
+        check=_redis_prefix,
+    )
+    ssl_ca_certs: str | None = setting(
+        None,
+        "CA certificate file (PEM) that signs the servers' certificates, for rediss:// URLs "
+        "whose certificate is not in the system store.",
+        check=_ca_file,
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Channels go through Redis (several processes share them)."""
+        return bool(self.url or self.sentinels)
 
 
 @dataclass(frozen=True)
@@ -271,6 +381,7 @@ class Key:
     help: str
     check: Check | None
     secret: bool
+    one_or_list: bool = False
 
     @property
     def dotted(self) -> str:
@@ -298,6 +409,7 @@ def keys() -> list[Key]:
                     f.metadata["help"],
                     f.metadata["check"],
                     f.metadata["secret"],
+                    f.metadata["one_or_list"],
                 )
             )
     return result
@@ -333,10 +445,12 @@ def _from_toml(key: Key, value: Any) -> Any:
     if kind == tuple[str, ...]:
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return tuple(value)
+        if isinstance(value, str) and key.one_or_list:
+            return (value,) if value else ()
         if isinstance(value, str):
             # Comma-separated text is for environment variables; TOML has arrays.
             raise ValueError('expected a list of strings, e.g. ["a", "b"], not one string')
-    raise ValueError(f"expected {_describe(kind)}")
+    raise ValueError("expected a string or a list of strings" if key.one_or_list else f"expected {_describe(kind)}")
 
 
 def _split_list(text: str) -> tuple[str, ...]:
@@ -471,11 +585,7 @@ def _check_together(config: Config, sources: Mapping[str, str]) -> None:
     def where(*dotted: str) -> str:
         return ", ".join(dict.fromkeys(sources[k] for k in dotted if k in sources)) or "configuration"
 
-    if config.redis.url and not config.channel.secret_key:
-        raise ConfigError(
-            f"{where('redis.url')}: channel.secret_key must be set when redis.url is set "
-            "(every process must sign and verify tokens with the same secret)"
-        )
+    _check_redis(config, where)
     if config.server.max_backlog_bytes < config.channel.max_message_size:
         raise ConfigError(
             f"{where('server.max_backlog_bytes', 'channel.max_message_size')}: server.max_backlog_bytes "
@@ -487,6 +597,27 @@ def _check_together(config: Config, sources: Mapping[str, str]) -> None:
         raise ConfigError(
             f"{where('metrics.auth_enabled')}: metrics.auth_enabled needs metrics.auth_username and "
             "metrics.auth_password"
+        )
+
+
+def _check_redis(config: Config, where: typing.Callable[..., str]) -> None:
+    """Which Redis (url or sentinels), the keys each needs, and the secret every process must share."""
+    redis = config.redis
+    if redis.url and redis.sentinels:
+        raise ConfigError(f"{where('redis.url', 'redis.sentinels')}: set redis.url or redis.sentinels, not both")
+    if redis.sentinels and not redis.master_name:
+        raise ConfigError(f"{where('redis.sentinels')}: redis.sentinels needs redis.master_name")
+    if redis.master_name and not redis.sentinels:
+        raise ConfigError(f"{where('redis.master_name')}: redis.master_name is only used with redis.sentinels")
+    if redis.ssl_ca_certs and not any(urlsplit(url).scheme == "rediss" for url in redis.url):
+        raise ConfigError(
+            f"{where('redis.ssl_ca_certs')}: redis.ssl_ca_certs is only used with rediss:// URLs in redis.url"
+        )
+    if redis.enabled and not config.channel.secret_key:
+        key = "redis.url" if redis.url else "redis.sentinels"
+        raise ConfigError(
+            f"{where(key)}: channel.secret_key must be set when {key} is set "
+            "(every process must sign and verify tokens with the same secret)"
         )
 
 

@@ -22,6 +22,6 @@ def test_example_loads_as_is_and_with_every_key_uncommented(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(uncommented)
     config = load_config(str(path), {})
-    assert config.redis.url == "redis://127.0.0.1:6379/0"
+    assert config.redis.url == ("redis://127.0.0.1:6379/0",)
     assert config.metrics.auth_enabled is False
     assert config.generated == ()

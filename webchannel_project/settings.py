@@ -12,6 +12,7 @@ from channels_api.envfile import read_env_file
 from channels_api.exceptions import ConfigError
 from channels_api.logs import logging_settings
 from channels_api.management.cli import exit_with_config_error
+from channels_api.redis_hosts import layer_hosts
 
 try:
     WEBCHANNEL: Config = load_config(None, os.environ, read_env_file(os.environ))
@@ -49,13 +50,15 @@ USE_I18N = False
 DATA_UPLOAD_MAX_MEMORY_SIZE = None
 FILE_UPLOAD_MAX_MEMORY_SIZE = max(WEBCHANNEL.channel.max_message_size, CREATE_BODY_LIMIT) + 1
 
-if WEBCHANNEL.redis.url:
+if WEBCHANNEL.redis.enabled:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_api.server.redis_layer.RedisPubSubChannelLayer",
             "CONFIG": {
-                # health checks PING the pub/sub connection, so a dead one is noticed and redialled
-                "hosts": [{"address": WEBCHANNEL.redis.url, "socket_connect_timeout": 2, "health_check_interval": 10}],
+                # one entry per server (a shard each), or one Sentinel entry; connect timeouts and
+                # health checks (which PING the pub/sub connection, so a dead one is redialled)
+                "hosts": layer_hosts(WEBCHANNEL.redis),
+                "prefix": WEBCHANNEL.redis.prefix,  # starts every Redis channel name
                 "max_backlog_bytes": WEBCHANNEL.server.max_backlog_bytes,
             },
         }

@@ -58,7 +58,8 @@ def test_defaults_without_file_or_environment():
     assert config.channel.ttl == 3600
     assert config.channel.max_message_size == 524288
     assert config.channel.previous_secret_keys == ()
-    assert config.redis.url is None
+    assert config.redis.url == ()
+    assert config.redis.enabled is False
     assert config.metrics.auth_enabled is False
     assert config.metrics.auth_username is None
     assert config.metrics.auth_password is None
@@ -103,7 +104,7 @@ auth_password = "pw"
     assert config.channel.api_keys == ("k1", "k2")
     assert config.channel.ttl == 60
     assert config.channel.max_message_size == 1024
-    assert config.redis.url == "redis://127.0.0.1:6390/1"
+    assert config.redis.url == ("redis://127.0.0.1:6390/1",)
     assert (config.metrics.auth_enabled, config.metrics.auth_username, config.metrics.auth_password) == (
         True,
         "prom",
@@ -185,9 +186,10 @@ def test_toml_lists(tmp_path):
 
 
 LIST_KEYS = [key for key in keys() if key.kind == tuple[str, ...]]
+STRICT_LIST_KEYS = [key for key in LIST_KEYS if not key.one_or_list]
 
 
-@pytest.mark.parametrize("key", LIST_KEYS, ids=lambda key: key.dotted)
+@pytest.mark.parametrize("key", STRICT_LIST_KEYS, ids=lambda key: key.dotted)
 @pytest.mark.parametrize("text", ["k1,k2", "k1", ""])
 def test_a_string_for_a_list_key_in_toml_is_a_type_error(tmp_path, key, text):
     # TOML has arrays; comma-separated text is for environment variables only.
@@ -197,12 +199,15 @@ def test_a_string_for_a_list_key_in_toml_is_a_type_error(tmp_path, key, text):
 
 
 def test_every_list_key_is_covered_by_the_string_check():
-    assert {key.dotted for key in LIST_KEYS} == {
+    assert {key.dotted for key in STRICT_LIST_KEYS} == {
         "server.allowed_hosts",
         "server.cors_origins",
         "channel.previous_secret_keys",
         "channel.api_keys",
+        "redis.sentinels",
     }
+    # A single string is still accepted where a key became a list (tests/unit/test_config_redis.py).
+    assert {key.dotted for key in LIST_KEYS if key.one_or_list} == {"redis.url"}
 
 
 @pytest.mark.parametrize("key", LIST_KEYS, ids=lambda key: key.dotted)
@@ -212,8 +217,11 @@ def test_comma_separated_text_for_a_list_key_in_the_environment_is_a_list(key):
         "server.cors_origins": "https://a.example,https://b.example",
         "channel.previous_secret_keys": "old1,old2",
         "channel.api_keys": "k1,k2",
+        "redis.url": "redis://a.example:6379/0,redis://b.example:6379/0",
+        "redis.sentinels": "a.example:26379,b.example:26379",
     }
-    config = load_config(None, {key.env_name: values[key.dotted]})
+    needs = {"redis.url": KNOWN, "redis.sentinels": {**KNOWN, "WC_REDIS__MASTER_NAME": "m"}}
+    config = load_config(None, {**needs.get(key.dotted, {}), key.env_name: values[key.dotted]})
     assert getattr(getattr(config, key.section), key.name) == tuple(values[key.dotted].split(","))
 
 
@@ -539,7 +547,7 @@ def test_good_cors_origin(origin):
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://cache.example:6380", "unix:///run/redis.sock"])
 def test_good_redis_url(url):
-    assert load_config(None, {**KNOWN, "WC_REDIS__URL": url}).redis.url == url
+    assert load_config(None, {**KNOWN, "WC_REDIS__URL": url}).redis.url == (url,)
 
 
 @pytest.mark.parametrize(
@@ -587,7 +595,7 @@ def test_redis_url_without_secret_key_is_an_error(tmp_path):
 
 def test_redis_url_with_secret_key_is_accepted():
     config = load_config(None, {"WC_REDIS__URL": "redis://127.0.0.1:6379/0", "WC_CHANNEL__SECRET_KEY": SECRET})
-    assert config.redis.url == "redis://127.0.0.1:6379/0"
+    assert config.redis.url == ("redis://127.0.0.1:6379/0",)
     assert "channel.secret_key" not in config.generated
 
 

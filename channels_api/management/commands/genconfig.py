@@ -35,7 +35,8 @@ EXAMPLES: dict[str, Any] = {
     "metrics.auth_username": "prometheus",
     "metrics.auth_password": "change-me",
 }
-"""What a value looks like, for keys whose default is unset; others get an empty string."""
+"""What a value looks like, for keys whose default is unset (or an empty list that means unset);
+other unset keys get an empty string."""
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
@@ -68,7 +69,7 @@ def render(secret_key: str, api_key: str) -> str:
         if key.dotted in chosen:
             lines.append(f"{key.name} = {toml_value(chosen.pop(key.dotted))}")
         else:
-            default = EXAMPLES.get(key.dotted, "") if key.default is None else key.default
+            default = EXAMPLES.get(key.dotted, "" if key.default is None else key.default)
             lines.append(f"# {key.name} = {toml_value(default)}")
         lines.append("")
     if chosen:  # the schema lost a key this command sets: fail loudly rather than write a file without it

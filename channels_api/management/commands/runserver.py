@@ -12,7 +12,7 @@ from channels_api.server.compat import exit_if_incompatible
 class Command(DaphneRunserverCommand):  # type: ignore[misc]
     def handle(self, *args: Any, **options: Any) -> None:
         # Before the server's modules are imported: they subclass what the check verifies.
-        exit_if_incompatible(include_redis=bool(settings.WEBCHANNEL.redis.url))
+        exit_if_incompatible(include_redis=settings.WEBCHANNEL.redis.enabled)
         from channels_api.server.daphne_server import WebchannelServer
 
         self.server_cls = WebchannelServer

@@ -12,9 +12,10 @@ from daphne.management.commands.runserver import get_default_application
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from channels_api.config import parse_listen_address
+from channels_api.config import RedisConfig, parse_listen_address
 from channels_api.logs import log_action
 from channels_api.management.cli import exit_with_config_error
+from channels_api.redis_hosts import describe_host, layer_hosts
 from channels_api.server.compat import exit_if_incompatible
 from channels_api.server.workers import Supervisor, endpoint_for_fd, listening_sockets
 
@@ -50,14 +51,14 @@ class Command(BaseCommand):
             type=int,
             default=1,
             metavar="N",
-            help="Daphne processes sharing the listening socket (default 1; more than 1 needs redis.url).",
+            help="Daphne processes sharing the listening socket (default 1; more than 1 needs Redis).",
         )
         parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = settings.WEBCHANNEL
         # Before the server's modules are imported: they subclass what the check verifies.
-        exit_if_incompatible(include_redis=bool(config.redis.url))
+        exit_if_incompatible(include_redis=config.redis.enabled)
         from channels_api.server.daphne_server import WebchannelServer
 
         _raise_open_files_limit(config.server.max_connections)
@@ -66,9 +67,10 @@ class Command(BaseCommand):
         if workers < 1:
             exit_with_config_error(f"--workers must be 1 or more, got {workers}")
         if workers > 1:
-            if not config.redis.url:
+            if not config.redis.enabled:
                 exit_with_config_error(
-                    f"--workers {workers} needs redis.url: worker processes share channels through Redis"
+                    f"--workers {workers} needs redis.url (or redis.sentinels): worker processes share channels "
+                    "through Redis"
                 )
             if ":" in host:
                 exit_with_config_error(
@@ -79,7 +81,7 @@ class Command(BaseCommand):
             endpoints = [endpoint_for_fd(options["listen_fd"])]
         else:
             endpoints = build_endpoint_description_strings(host=host, port=port)
-        layer = "redis" if config.redis.url else "in-process"
+        layer = _describe_layer(config.redis)
         logger.info("webchannel starting on %s (channel layer: %s)", config.server.listen_address, layer)
         server = WebchannelServer(
             application=get_default_application(),
@@ -90,6 +92,14 @@ class Command(BaseCommand):
         server.run()
         if server.listen_failed:
             raise SystemExit(1)
+
+
+def _describe_layer(redis: RedisConfig) -> str:
+    """The channel layer as the startup line names it, passwords redacted."""
+    if not redis.enabled:
+        return "in-process"
+    servers = [describe_host(host) for host in layer_hosts(redis)]
+    return f"redis, prefix {redis.prefix!r}, {len(servers)} server(s): {', '.join(servers)}"
 
 
 def _supervise(host: str, port: int, workers: int, drain_window: float) -> int:
