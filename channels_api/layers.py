@@ -83,6 +83,8 @@ class OutageLog:
     failing = False
 
     def failed(self, action: str, exc: BaseException) -> None:
+        if getattr(exc, "server", None):  # one Redis server's failure: its connection logs it, once
+            return
         if not self.failing:
             self.failing = True
             logger.warning(
@@ -115,17 +117,25 @@ async def round_trip(layer: Any, within: float = ROUND_TRIP_TIMEOUT_SECONDS) -> 
 
 async def _probe(layer: Any, within: float, answer: asyncio.Future[str | None]) -> None:
     """A round trip; ``answer`` gets None or what failed as soon as that is known, before the cleanup."""
-    group = f"wc-readyz.{uuid.uuid4().hex}"
+    stem = f"wc-readyz.{uuid.uuid4().hex}"
     channel = None
+    groups: list[str] = []
     try:
         async with asyncio.timeout(within):
             channel = await layer.new_channel("readyz.")
-            await layer.group_add(group, channel)
-            await layer.group_send(group, {"type": "readyz.probe"})
-            await layer.receive(channel)
+            # Several Redis servers: one group on each, so every server is crossed.
+            groups = layer.probe_groups(stem) if hasattr(layer, "probe_groups") else [stem]
+            for group in groups:
+                await layer.group_add(group, channel)
+            for group in groups:
+                await layer.group_send(group, {"type": "readyz.probe"})
+            for _ in groups:
+                await layer.receive(channel)
         answer.set_result(None)
     except TimeoutError:
         answer.set_result(f"the channel layer did not answer within {within:g} s")
+    except LayerUnavailable as exc:  # its message names the server that failed, password redacted
+        answer.set_result(str(exc))
     except Exception as exc:
         answer.set_result(f"the channel layer is unavailable ({type(exc).__name__})")
     finally:
@@ -134,15 +144,16 @@ async def _probe(layer: Any, within: float, answer: asyncio.Future[str | None]) 
         if channel is not None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(within):
-                    await layer.group_discard(group, channel)
+                    for group in groups:
+                        await layer.group_discard(group, channel)
             layer.forget_channel(channel)
 
 
 class Readiness:
     """``/readyz``'s check: one round trip shared by concurrent callers, its result reused for a while.
 
-    However often probes ask, the channel layer (Redis) sees at most one round trip per
-    ``max_age`` seconds per process. ``max_age + within`` bounds how long after an outage
+    However often probes ask, the channel layer (Redis) sees at most one round trip (one per
+    server) per ``max_age`` seconds per process. ``max_age + within`` bounds how long after an outage
     begins a 200 can still be answered.
     """
 

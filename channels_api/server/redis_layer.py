@@ -13,19 +13,27 @@ Relies on these channels_redis internals (verified at startup by :mod:`.compat` 
 - ``channels_redis.pubsub.RedisSingleShardConnection`` (subclassed): ``_receive_message`` and
   ``_do_receiving`` (overridden), and the ``host``, ``channel_layer`` and ``_pubsub`` its
   ``__init__`` sets. ``_pubsub`` is a redis-py ``PubSub``, used through its public API
-  (``subscribed``, ``get_message``).
+  (``subscribed``, ``get_message``). Its ``publish``, ``subscribe`` and ``unsubscribe`` are
+  wrapped so that a failure names its server;
+- ``channels_redis.utils._consistent_hash``: which shard a group's Redis channel is on, to
+  send a readiness probe through every server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from channels_redis import pubsub, utils
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from ..backlog import Backlog
+from ..exceptions import LayerUnavailable
 from ..layers import DEFAULT_MAX_BACKLOG_BYTES, message_size, receive_from, wait_for_subscribers
+from ..redis_hosts import describe_host
 
 INTERNALS = (
     ("channels-redis", "channels_redis.pubsub", "RedisPubSubChannelLayer"),
@@ -48,6 +56,10 @@ INTERNALS = (
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "host", "__init__"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "channel_layer", "__init__"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_pubsub", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "publish"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "subscribe"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "unsubscribe"),
+    ("channels-redis", "channels_redis.utils", "_consistent_hash"),
 )
 
 logger = logging.getLogger(__name__)
@@ -104,10 +116,71 @@ class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
         if backlog is not None:
             backlog.close()
 
+    def probe_groups(self, stem: str) -> list[str]:
+        """One group name per Redis server (``stem``, or ``stem.N``), so a readiness probe
+        sent to each crosses every server this process uses."""
+        count = len(self._shards)
+        if count == 1:
+            return [stem]
+        found: dict[int, str] = {}
+        for n in range(64 * count):  # each try lands on a given server with odds 1/count
+            group = f"{stem}.{n}"
+            found.setdefault(utils._consistent_hash(self._get_group_channel_name(group), count), group)
+            if len(found) == count:
+                return [found[index] for index in range(count)]
+        raise LayerUnavailable(f"no readiness group found for each of {count} Redis servers")
+
+
+class ServerUnavailable(LayerUnavailable):
+    """One Redis server failed a command; ``server`` names it (password redacted).
+
+    Its connection logs the outage once when it begins and once when it ends, so callers
+    need not (with several servers, one that is down and one that is up would otherwise
+    take turns logging).
+    """
+
+    def __init__(self, message: str, server: str) -> None:
+        super().__init__(message)
+        self.server = server
+
 
 class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
-    """A shard that decodes each message once for all local subscribers, and whose receive
-    loop reports an outage once, not with a traceback a second."""
+    """A shard that decodes each message once for all local subscribers, whose receive loop
+    reports an outage once, not with a traceback a second, and whose failures name the
+    server (password redacted) in one line, logged when an outage begins and when it ends."""
+
+    failing = False
+
+    @property
+    def server(self) -> str:
+        return describe_host(self.host)
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        with self._named_failures():
+            await super().publish(channel, message)
+
+    async def subscribe(self, channel: str) -> None:
+        with self._named_failures():
+            await super().subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        with self._named_failures():
+            await super().unsubscribe(channel)
+
+    @contextlib.contextmanager
+    def _named_failures(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            failure = ServerUnavailable(f"Redis {self.server} {_what_failed(exc)}", self.server)
+            if not self.failing:
+                self.failing = True
+                log = logger.error if isinstance(exc, AuthenticationError | NoPermissionError) else logger.warning
+                log("channel layer unavailable: %s; its channels get 503 and 4013 until it is back", failure)
+            raise failure from exc
+        if self.failing:
+            self.failing = False
+            logger.warning("channel layer available again: Redis %s answers", self.server)
 
     def _receive_message(self, message: dict[str, Any] | None) -> None:
         if message is None:
@@ -142,3 +215,12 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
                     logger.warning("Redis pub/sub connection lost (%s); retrying every second", exc)
                     failing = True
                 await asyncio.sleep(1)
+
+
+def _what_failed(exc: BaseException) -> str:
+    """What went wrong, in words an operator can act on (redis-py's messages hold no password)."""
+    if isinstance(exc, AuthenticationError):
+        return f"refused the credentials ({exc}): check the user and password in redis.url"
+    if isinstance(exc, NoPermissionError):
+        return f"denied a command ({exc}): check the ACL user's permissions"
+    return f"is unavailable ({type(exc).__name__}: {exc})"
