@@ -227,27 +227,27 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self) -> list[str]:
+        """The ``redis-server`` command line (subclasses in tests/redis_servers.py add TLS, passwords)."""
+        return [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+
     def start(self) -> None:
         """Start (or restart, on the same port) an empty server and wait until it answers."""
         for _ in range(5):
             self.port = self.port or free_port()
-            self.proc = subprocess.Popen(
-                [
-                    redis_server_binary(),
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(self.workdir),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 wait_for(lambda: self._answers() or self.proc.poll() is not None, 10, "redis-server to start")
             except AssertionError:
