@@ -14,7 +14,8 @@ Relies on these channels_redis internals (verified at startup by :mod:`.compat` 
   ``_do_receiving`` (overridden), and the ``host``, ``channel_layer`` and ``_pubsub`` its
   ``__init__`` sets. ``_pubsub`` is a redis-py ``PubSub``, used through its public API
   (``subscribed``, ``get_message``). Its ``publish``, ``subscribe`` and ``unsubscribe`` are
-  wrapped so that a failure names its server;
+  wrapped so that a failure names its server, and its ``_subscribed_to`` (set in ``__init__``)
+  tells whether a subscribe asks Redis at all;
 - ``channels_redis.utils._consistent_hash``: which shard a group's Redis channel is on, to
   send a readiness probe through every server.
 """
@@ -59,6 +60,7 @@ INTERNALS = (
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "publish"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "subscribe"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "unsubscribe"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_subscribed_to", "__init__"),
     ("channels-redis", "channels_redis.utils", "_consistent_hash"),
 )
 
@@ -156,19 +158,21 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
         return describe_host(self.host)
 
     async def publish(self, channel: str, message: bytes) -> None:
-        with self._named_failures():
+        with self._named_failures(answered=True):
             await super().publish(channel, message)
 
     async def subscribe(self, channel: str) -> None:
-        with self._named_failures():
+        # Only a new subscription asks Redis; a known one returns without a word from it.
+        with self._named_failures(answered=channel not in self._subscribed_to):
             await super().subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        with self._named_failures():
+        with self._named_failures(answered=False):
             await super().unsubscribe(channel)
 
     @contextlib.contextmanager
-    def _named_failures(self) -> Iterator[None]:
+    def _named_failures(self, answered: bool) -> Iterator[None]:
+        """Name the server in a failure; ``answered``: success means Redis did answer."""
         try:
             yield
         except (RedisError, OSError) as exc:
@@ -178,7 +182,7 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
                 log = logger.error if isinstance(exc, AuthenticationError | NoPermissionError) else logger.warning
                 log("channel layer unavailable: %s; its channels get 503 and 4013 until it is back", failure)
             raise failure from exc
-        if self.failing:
+        if self.failing and answered:
             self.failing = False
             logger.warning("channel layer available again: Redis %s answers", self.server)
 
