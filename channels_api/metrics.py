@@ -1,9 +1,26 @@
-"""Prometheus metrics, declared once. HTTP responses by view and status come from django-prometheus."""
+"""Prometheus metrics, declared once. HTTP responses by view and status come from django-prometheus.
 
+Under ``serve --workers N`` the supervisor gives every worker one fresh directory in
+``PROMETHEUS_MULTIPROC_DIR``: prometheus_client then keeps each worker's values in files there
+(its multiprocess mode, which it chooses when imported), and a scrape of any worker reads them
+all, so counters are summed over workers, past ones included, and never go backwards.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Gauge, disable_created_metrics
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROCESS = MULTIPROCESS_DIR_VARIABLE in os.environ
+"""Decided as prometheus_client decides it when imported: values in files shared by workers."""
+FLUSH_SECONDS = 0.5
+"""How often a worker adds its delivery counts to the shared files (and how stale a scrape may be)."""
 
 # The *_created series double the scrape for no use here.
 disable_created_metrics()
@@ -18,10 +35,16 @@ class Deliveries:
     The server's WebSocket protocol counts a frame once it is written, so one dropped for a
     closing socket is not counted. A fan-out counts once per subscriber per message; a ``Counter.inc`` takes a lock each
     time. Everything that touches these runs on the event loop, so no lock is needed.
+
+    Under workers the integers stay the hot path: :meth:`flush` adds what they grew by to
+    shared counters, every :data:`FLUSH_SECONDS`, on each scrape and when the worker stops.
     """
 
-    sent = 0
-    sent_bytes = 0
+    def __init__(self) -> None:
+        self.sent = 0
+        self.sent_bytes = 0
+        self._flushed = (0, 0)
+        self._shared: tuple[Counter, Counter] | None = None
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         yield CounterMetricFamily("webchannel_messages_sent", "Frames written to subscriber sockets.", self.sent)
@@ -29,15 +52,41 @@ class Deliveries:
             "webchannel_messages_sent_bytes", "Payload bytes written to subscribers.", self.sent_bytes
         )
 
+    def share(self) -> None:
+        """Count into multiprocess counters (by :meth:`flush`) instead of being a collector."""
+        self._shared = (
+            Counter("webchannel_messages_sent", "Frames written to subscriber sockets."),
+            Counter("webchannel_messages_sent_bytes", "Payload bytes written to subscribers."),
+        )
+
+    def flush(self) -> None:
+        """Add the counts since the last flush to the shared counters (nothing in one process)."""
+        if self._shared is None:
+            return
+        sent, sent_bytes = self.sent, self.sent_bytes
+        flushed_sent, flushed_bytes = self._flushed
+        if sent != flushed_sent:
+            self._shared[0].inc(sent - flushed_sent)
+        if sent_bytes != flushed_bytes:
+            self._shared[1].inc(sent_bytes - flushed_bytes)
+        self._flushed = (sent, sent_bytes)
+
 
 deliveries = Deliveries()
-REGISTRY.register(deliveries)  # type: ignore[arg-type]
+if MULTIPROCESS:
+    deliveries.share()
+else:
+    REGISTRY.register(deliveries)  # type: ignore[arg-type]
 message_send_errors = Counter(
     "webchannel_message_send_errors",
     "Messages a subscriber closed with 4008 did not get: those its backlog discarded, "
     "the frame that did not fit its unsent bytes and every later one.",
 )
-users_connected = Gauge("webchannel_users_connected", "Open subscriber WebSockets in this process.")
+users_connected = Gauge(
+    "webchannel_users_connected",
+    "Open subscriber WebSockets (under workers: of all live workers).",
+    multiprocess_mode="livesum",
+)
 websocket_messages_received = Counter(
     "webchannel_websocket_messages_received", "Data frames received from subscribers (each closes the socket)."
 )
@@ -46,3 +95,50 @@ websocket_refused = Counter("webchannel_websocket_refused", "Subscribe handshake
 websocket_closed = Counter(
     "webchannel_websocket_closed", "Subscriber sockets closed by the server, by close code.", ["code"]
 )
+
+
+def exposition() -> bytes:
+    """The text exposition of /metrics: this process's registry, or every worker's files under workers."""
+    if not MULTIPROCESS:
+        return generate_latest(REGISTRY)
+    deliveries.flush()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def start_flushing() -> None:
+    """Under workers, flush the delivery counts every :data:`FLUSH_SECONDS` on the running reactor."""
+    if not MULTIPROCESS:
+        return
+    from twisted.internet import task
+
+    task.LoopingCall(deliveries.flush).start(FLUSH_SECONDS, now=False)
+
+
+@contextlib.contextmanager
+def shared_between_workers() -> Iterator[str]:
+    """In the supervisor: a fresh directory for the workers' metric files, named in the environment
+    the workers inherit, and removed with everything in it afterwards.
+
+    Fresh, because files left by an earlier run would add their counts to this one's. This
+    process keeps its own values in memory: prometheus_client chose how when it was imported.
+    """
+    path = tempfile.mkdtemp(prefix="webchannel-metrics-")
+    previous = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = path
+    try:
+        yield path
+    finally:
+        if previous is None:
+            del os.environ[MULTIPROCESS_DIR_VARIABLE]
+        else:
+            os.environ[MULTIPROCESS_DIR_VARIABLE] = previous
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def worker_exited(pid: int) -> None:
+    """In the supervisor: drop a dead worker's live gauges (its open sockets); its counters stay in the sums."""
+    directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+    if directory:
+        mark_process_dead(pid, directory)

@@ -13,7 +13,7 @@ from http import HTTPStatus
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics
 from .auth import api_key_matches, bearer_token, credentials_match, issue_token, verify_token
@@ -184,6 +184,6 @@ def _require_metrics_auth(request: HttpRequest) -> None:
 
 @api_view("GET")
 async def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text exposition of this process's metrics."""
+    """Prometheus text exposition: this process's metrics, or the whole server's under workers."""
     _require_metrics_auth(request)
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(metrics.exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -24,6 +24,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from .. import metrics
+
 INTERNALS: tuple[tuple[str, ...], ...] = ()
 
 logger = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class Supervisor:
         for i, child in enumerate(self.children):
             if child.poll() is None or self.stopping:
                 continue
+            metrics.worker_exited(child.pid)
             now = time.monotonic()
             self.crashes.append(now)
             while self.crashes and self.crashes[0] < now - 60:

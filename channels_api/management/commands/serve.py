@@ -12,6 +12,7 @@ from daphne.management.commands.runserver import get_default_application
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from channels_api import metrics
 from channels_api.config import RedisConfig, parse_listen_address
 from channels_api.logs import log_action
 from channels_api.management.cli import exit_with_config_error
@@ -89,7 +90,9 @@ class Command(BaseCommand):
             action_logger=log_action if config.server.access_log else None,
             server_name="webchannel",
         )
+        metrics.start_flushing()
         server.run()
+        metrics.deliveries.flush()  # what the drain delivered
         if server.listen_failed:
             raise SystemExit(1)
 
@@ -111,4 +114,5 @@ def _supervise(host: str, port: int, workers: int, drain_window: float) -> int:
     bound_host, bound_port = sockets[0].getsockname()[:2]
     # The same line Daphne prints, so tools waiting for it work with workers too.
     logger.info("Listening on TCP address %s:%s", bound_host, bound_port)
-    return Supervisor(sockets, drain_window).run()
+    with metrics.shared_between_workers():
+        return Supervisor(sockets, drain_window).run()

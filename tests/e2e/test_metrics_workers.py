@@ -1,0 +1,157 @@
+"""``/metrics`` under ``serve --workers 2``: any worker's scrape describes the whole server.
+
+Counters are summed over the workers (also over a worker that died), never go backwards, and
+``webchannel_users_connected`` is the total of the live workers. Every request here uses a new
+connection, so the kernel spreads them over both workers; the access log (its ``[pid]``) shows
+which worker took each one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from tests.e2e.helpers import create_channel, recv_binary, subscribe
+from tests.harness import RedisServer, ServerProcess, base_config, run_serve, timeout, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SUBSCRIBERS = 3
+PUBLISHES = 20
+SCRAPES = 10
+_ACCESS_PID = re.compile(r"\[(\d+)\] webchannel\.access")
+_STARTED = re.compile(r"worker (\d+) started")
+
+
+def _sample(text: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} is not in the scrape:\n{text}"
+    return float(match.group(1))
+
+
+def _scrape(server: ServerProcess) -> dict[str, float]:
+    """One scrape on a new connection: the totals this test checks."""
+    response = httpx.get(f"{server.url}/metrics", timeout=timeout(10))
+    assert response.status_code == 200, response.text
+    names = (
+        "webchannel_users_connected",
+        "webchannel_messages_published_total",
+        "webchannel_messages_sent_total",
+        "webchannel_messages_sent_bytes_total",
+    )
+    return {name: _sample(response.text, name) for name in names}
+
+
+def _pids(server: ServerProcess, marker: str) -> list[int]:
+    """The workers that logged the access lines containing ``marker``, in order."""
+    return [
+        int(match.group(1))
+        for line in server.output().splitlines()
+        if marker in line and (match := _ACCESS_PID.search(line))
+    ]
+
+
+def _started_workers(server: ServerProcess) -> list[int]:
+    return [int(pid) for pid in _STARTED.findall(server.output())]
+
+
+async def _subscribers_on_both_workers(
+    server: ServerProcess, stack: contextlib.AsyncExitStack, channel_id: str, token: str
+) -> list[tuple[int, ClientConnection]]:
+    """``SUBSCRIBERS`` open subscribers, not all on one worker (an extra one on the same worker is closed)."""
+    kept: list[tuple[int, ClientConnection]] = []
+    for _ in range(30):
+        before = len(_pids(server, "connected"))
+        connection = subscribe(server.url, channel_id, token)
+        ws = await connection.__aenter__()
+        pid = wait_for(lambda b=before: _pids(server, "connected")[b:], 5, "the subscriber's access line")[0]
+        if len(kept) == SUBSCRIBERS - 1 and {p for p, _ in kept} == {pid}:
+            await connection.__aexit__(None, None, None)
+            continue
+        stack.push_async_exit(connection)
+        kept.append((pid, ws))
+        if len(kept) == SUBSCRIBERS:
+            return kept
+    raise AssertionError("the kernel never handed a subscriber to the second worker")
+
+
+def _consecutive_scrapes(server: ServerProcess, expected: dict[str, float]) -> list[int]:
+    """``SCRAPES`` scrapes in a row, each showing ``expected``; the workers that answered them."""
+    seen_before = len(_pids(server, "GET /metrics"))
+    for i in range(SCRAPES):
+        assert _scrape(server) == expected, f"scrape {i + 1} of {SCRAPES}"
+    return wait_for(lambda: _pids(server, "GET /metrics")[seen_before:][:SCRAPES], 5, "the scrapes' access lines")
+
+
+async def test_one_scrape_of_any_worker_shows_the_whole_server(tmp_path: Path, redis_server: RedisServer) -> None:
+    server = run_serve(tmp_path, base_config(redis={"url": redis_server.url}), args=["--workers", "2"])
+    try:
+        server.wait_listening()
+        workers = wait_for(lambda: len(_started_workers(server)) == 2 and _started_workers(server), 20, "2 workers")
+        channel_id, token = create_channel(server.url)
+        async with contextlib.AsyncExitStack() as stack:
+            subscribers = await _subscribers_on_both_workers(server, stack, channel_id, token)
+            headers = {"authorization": f"Bearer {token}", "content-type": "application/octet-stream"}
+            for seq in range(PUBLISHES):
+                url = f"{server.url}/webchannel/v1/channels/{channel_id}"
+                response = httpx.post(url, content=b"m%02d" % seq, headers=headers, timeout=timeout(10))
+                assert response.status_code == 204, response.text
+            for _, ws in subscribers:
+                assert [await recv_binary(ws) for _ in range(PUBLISHES)] == [b"m%02d" % s for s in range(PUBLISHES)]
+            assert set(_pids(server, '"POST /webchannel/v1/channels/')) == set(workers), "publishes on one worker"
+
+            expected = {
+                "webchannel_users_connected": SUBSCRIBERS,
+                "webchannel_messages_published_total": PUBLISHES,
+                "webchannel_messages_sent_total": SUBSCRIBERS * PUBLISHES,
+                "webchannel_messages_sent_bytes_total": SUBSCRIBERS * PUBLISHES * 3,
+            }
+            # Delivery counts reach the shared totals within the flush interval.
+            wait_for(lambda: _scrape(server) == expected, 5, f"a scrape showing {expected}")
+            answered_by = _consecutive_scrapes(server, expected)
+            assert set(answered_by) == set(workers), f"every scrape went to one worker: {answered_by}"
+
+            # A worker dies with subscribers on it: its sockets leave the gauge, its counts stay.
+            victim = subscribers[0][0]
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: len(_started_workers(server)) == 3, 20, "the replacement worker")
+            expected["webchannel_users_connected"] = sum(1 for pid, _ in subscribers if pid != victim)
+            wait_for(lambda: _scrape(server) == expected, 10, f"a scrape showing {expected} after the kill")
+            survivor = next(pid for pid in workers if pid != victim)
+            answered_by = _consecutive_scrapes(server, expected)
+            assert set(answered_by) == {survivor, _started_workers(server)[-1]}, answered_by
+            directory = _metrics_directory(survivor)
+            assert directory.is_dir()
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.output()
+    assert not directory.exists(), "the supervisor left its metrics directory behind"
+    assert "Traceback" not in server.output(), server.output()
+
+
+def _metrics_directory(pid: int) -> Path:
+    """The directory a worker's metric files are in, from its environment."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    values = [item.split(b"=", 1)[1] for item in environ if item.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    assert values, "the worker has no PROMETHEUS_MULTIPROC_DIR"
+    return Path(os.fsdecode(values[0]))
+
+
+def test_single_process_serve_needs_no_metrics_directory(tmp_path: Path) -> None:
+    """Without workers the values stay in memory, and the scrape has the process's own metrics too."""
+    server = run_serve(tmp_path, base_config())
+    try:
+        server.wait_listening()
+        text = httpx.get(f"{server.url}/metrics", timeout=timeout(10)).text
+        assert _sample(text, "webchannel_users_connected") == 0
+        assert _sample(text, "webchannel_messages_sent_total") == 0
+        assert "process_open_fds" in text
+    finally:
+        server.stop()
