@@ -10,6 +10,7 @@ test (``INFO``, ``PUBSUB CHANNELS``), never for driving webchannel.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import ssl
@@ -220,3 +221,38 @@ class RedisSentinel:
             self.proc.kill()
             self.proc.wait(timeout=timeout(10))
         self.proc = None
+
+
+# --- watching what a server is asked ---------------------------------------------------------
+
+_MONITORED = re.compile(r'"(publish|subscribe|unsubscribe|psubscribe|spublish|ssubscribe)" "((?:[^"\\]|\\.)*)"', re.I)
+
+
+@dataclass
+class Monitor:
+    """``redis-cli MONITOR`` on a plain-TCP server, its output in a file: every command the server
+    runs while it watches. Used as a context manager; stopped by PID."""
+
+    server: RedisServer
+    path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Monitor:
+        binary = shutil.which("redis-cli")
+        assert binary, "redis-cli is needed to watch a server (Debian: redis-tools)"
+        with open(self.path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [binary, "-h", LOOPBACK, "-p", str(self.server.port), "monitor"], stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_for(lambda: self.path.read_bytes().startswith(b"OK"), 10, "redis-cli monitor to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout(10))
+
+    def channels(self) -> list[tuple[str, str]]:
+        """``(command, channel)`` of every pub/sub command seen so far, in order."""
+        text = self.path.read_text(errors="replace")
+        return [(match.group(1).upper(), match.group(2)) for match in _MONITORED.finditer(text)]
