@@ -8,7 +8,10 @@
   connections, let every HTTP request already accepted finish (its response closes its
   connection), close subscriber sockets with 1012 (service restart) spread over
   ``server.drain_window`` so clients do not all reconnect at once, then stop once all of
-  that is written, or at the end of the window plus a margin. A second signal stops at once.
+  that is written, or at the end of the window plus a margin. A second signal stops at once,
+  except under ``serve --workers``: there a process group's signal (Ctrl-C, systemd) and the
+  supervisor's forwarded one are the same stop, so a worker drains once and ignores the
+  repeats; the supervisor's SIGUSR1 stops it at once.
 
 Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
 
@@ -122,7 +125,7 @@ class Inbox:
 class WebchannelServer(Server):  # type: ignore[misc]
     """Daphne's ``Server`` with webchannel's protocols, limits and graceful drain."""
 
-    def __init__(self, *args: Any, config: Config | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, config: Config | None = None, supervised: bool = False, **kwargs: Any) -> None:
         config = config or settings.WEBCHANNEL
         kwargs.setdefault("websocket_timeout", -1)
         kwargs.setdefault("ping_interval", config.server.ping_interval)
@@ -134,6 +137,7 @@ class WebchannelServer(Server):  # type: ignore[misc]
         self.drain_window = config.server.drain_window
         self.max_backlog_bytes = config.server.max_backlog_bytes
         self.draining = False
+        self.supervised = supervised
         self.ports: list[Any] = []
         self.listen_failed = False
 
@@ -161,6 +165,8 @@ class WebchannelServer(Server):  # type: ignore[misc]
             loop = reactor._asyncioEventloop
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.on_stop_signal, signum)
+            if self.supervised:
+                loop.add_signal_handler(signal.SIGUSR1, self.on_stop_now_signal)
         tune_garbage_collector()
         super().run()
 
@@ -204,6 +210,9 @@ class WebchannelServer(Server):  # type: ignore[misc]
         super().listen_error(failure)
 
     def on_stop_signal(self, signum: int) -> None:
+        if self.draining and self.supervised:
+            logger.info("%s again: already draining", signal.Signals(signum).name)
+            return
         if self.draining:
             logger.warning("second %s: stopping now", signal.Signals(signum).name)
             self.stop()
@@ -211,6 +220,10 @@ class WebchannelServer(Server):  # type: ignore[misc]
         self.draining = True
         logger.info("%s: draining (window %.1fs)", signal.Signals(signum).name, self.drain_window)
         self.drain()
+
+    def on_stop_now_signal(self) -> None:
+        logger.warning("SIGUSR1 from the supervisor: stopping now")
+        self.stop()
 
     def drain(self) -> None:
         """Stop accepting; finish accepted requests, close every subscriber over the window, stop."""

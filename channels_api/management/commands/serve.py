@@ -18,7 +18,14 @@ from channels_api.logs import log_action
 from channels_api.management.cli import exit_with_config_error
 from channels_api.redis_hosts import describe_host, layer_hosts
 from channels_api.server.compat import exit_if_incompatible
-from channels_api.server.workers import Supervisor, endpoint_for_fd, listening_sockets
+from channels_api.server.workers import (
+    WORKER_TIMEOUT,
+    Supervisor,
+    endpoint_for_fd,
+    listen_on_fd,
+    listening_sockets,
+    start_heartbeat,
+)
 
 logger = logging.getLogger("channels_api")
 
@@ -54,7 +61,16 @@ class Command(BaseCommand):
             metavar="N",
             help="Daphne processes sharing the listening socket (default 1; more than 1 needs Redis).",
         )
+        parser.add_argument(
+            "--worker-timeout",
+            type=float,
+            default=WORKER_TIMEOUT,
+            metavar="SECONDS",
+            help=f"With --workers: replace a worker whose event loop has not run for this long "
+            f"(default {WORKER_TIMEOUT:g}).",
+        )
         parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
+        parser.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)  # a worker's pipe to its parent
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = settings.WEBCHANNEL
@@ -67,6 +83,8 @@ class Command(BaseCommand):
         workers = options["workers"]
         if workers < 1:
             exit_with_config_error(f"--workers must be 1 or more, got {workers}")
+        if not options["worker_timeout"] > 0:
+            exit_with_config_error(f"--worker-timeout must be more than 0 seconds, got {options['worker_timeout']}")
         if workers > 1:
             if not config.redis.enabled:
                 exit_with_config_error(
@@ -77,7 +95,7 @@ class Command(BaseCommand):
                 exit_with_config_error(
                     f"--workers {workers} needs an IPv4 server.listen_address (Daphne adopts shared IPv4 sockets only)"
                 )
-            raise SystemExit(_supervise(host, port, workers, config.server.drain_window))
+            raise SystemExit(_supervise(host, port, workers, config.server.drain_window, options["worker_timeout"]))
         if options["listen_fd"] is not None:
             endpoints = [endpoint_for_fd(options["listen_fd"])]
         else:
@@ -89,7 +107,12 @@ class Command(BaseCommand):
             endpoints=endpoints,
             action_logger=log_action if config.server.access_log else None,
             server_name="webchannel",
+            supervised=options["heartbeat_fd"] is not None,
         )
+        if options["heartbeat_fd"] is not None:
+            start_heartbeat(options["heartbeat_fd"])
+        if options["listen_fd"] is not None:
+            listen_on_fd(options["listen_fd"])  # joins the port's connections only now, ready to accept
         metrics.start_flushing()
         server.run()
         metrics.deliveries.flush()  # what the drain delivered
@@ -105,7 +128,7 @@ def _describe_layer(redis: RedisConfig) -> str:
     return f"redis, prefix {redis.prefix!r}, {len(servers)} server(s): {', '.join(servers)}"
 
 
-def _supervise(host: str, port: int, workers: int, drain_window: float) -> int:
+def _supervise(host: str, port: int, workers: int, drain_window: float, worker_timeout: float) -> int:
     try:
         sockets = listening_sockets(host, port, workers)
     except OSError as exc:
@@ -115,4 +138,4 @@ def _supervise(host: str, port: int, workers: int, drain_window: float) -> int:
     # The same line Daphne prints, so tools waiting for it work with workers too.
     logger.info("Listening on TCP address %s:%s", bound_host, bound_port)
     with metrics.shared_between_workers():
-        return Supervisor(sockets, drain_window).run()
+        return Supervisor(sockets, drain_window, worker_timeout).run()
