@@ -112,8 +112,10 @@ class ConfiguredRedis(RedisServer):
     def _answers(self) -> bool:
         """Up and speaking Redis (a password-protected server answers PING with NOAUTH)."""
         try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as raw:
-                sock = self._tls_context().wrap_socket(raw, server_hostname=LOOPBACK) if self.tls else raw
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(socket.create_connection((LOOPBACK, self.port), timeout=0.5))
+                if self.tls:
+                    sock = stack.enter_context(self._tls_context().wrap_socket(sock, server_hostname=LOOPBACK))
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
