@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Warning, register
+
+from .redis_hosts import redact_url
 
 MIN_SECRET_BYTES = 32
 
@@ -43,4 +47,30 @@ def check_metrics_auth(app_configs: Any = None, **kwargs: Any) -> list[CheckMess
             hint="Set metrics.auth_enabled with a user name and password, or keep /metrics off the public network.",
             id="channels_api.W002",
         )
+    ]
+
+
+def _password_in_clear(url: str) -> bool:
+    """A password sent over plain TCP to another machine, where the network can read it."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or not (parts.password or parts.username):
+        return False
+    host = parts.hostname or ""
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host != "localhost"
+
+
+@register(deploy=True)
+def check_redis_password_tls(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Redis credentials cross the network only under TLS (``rediss://``)."""
+    return [
+        Warning(
+            f"redis.url sends its password unencrypted to {redact_url(url)}",
+            hint="Use rediss:// (TLS; redis.ssl_ca_certs for a private CA), or keep Redis on this host.",
+            id="channels_api.W003",
+        )
+        for url in settings.WEBCHANNEL.redis.url
+        if _password_in_clear(url)
     ]

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from channels_redis.utils import _consistent_hash, create_pool
+from django.test import override_settings
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 
+from channels_api.checks import check_redis_password_tls
 from channels_api.config import load_config
 from channels_api.redis_hosts import (
     CONNECT_TIMEOUT_SECONDS,
@@ -317,3 +319,27 @@ def test_hosts_are_described_without_secrets() -> None:
     assert describe_host({"address": f"redis://u:{PASSWORD}@h:1/0"}) == "redis://u:***@h:1/0"
     sentinel = {"sentinels": [("10.0.0.7", 26379), ("::1", 26380)], "master_name": "m"}
     assert describe_host(sentinel) == "master 'm' via sentinels 10.0.0.7:26379, [::1]:26380"
+
+
+# --- manage.py check --deploy -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        (f"redis://user:{PASSWORD}@10.0.0.5:6379/0", True),
+        (f"redis://:{PASSWORD}@cache.example:6379/0", True),
+        (f"rediss://user:{PASSWORD}@10.0.0.5:6379/0", False),
+        (f"redis://user:{PASSWORD}@127.0.0.1:6379/0", False),
+        (f"redis://:{PASSWORD}@localhost:6379/0", False),
+        ("redis://10.0.0.5:6379/0", False),
+    ],
+)
+def test_a_password_sent_in_clear_to_another_host_is_a_deploy_warning(url: str, warned: bool) -> None:
+    config = load_config(None, {**KNOWN, "WC_REDIS__URL": f"{A},{url}"})  # A has no password
+    with override_settings(WEBCHANNEL=config):
+        messages = check_redis_password_tls()
+    assert [m.id for m in messages] == (["channels_api.W003"] if warned else [])
+    for message in messages:
+        assert PASSWORD not in message.msg
+        assert redact_url(url) in message.msg
