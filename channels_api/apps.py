@@ -1,4 +1,10 @@
-"""App config: startup warnings about generated secrets, and system checks."""
+"""App config (system checks, request signals), and the one warning about generated secrets.
+
+A secret is generated when the configuration leaves it unset. Only a serving command
+announces it, once: other commands (``check``, ``shell``, ...) never use it. The serving
+process hands what it generated to its child processes through their environment, so the
+autoreloader's server and every worker use the key that was printed instead of their own.
+"""
 
 import logging
 import warnings
@@ -37,16 +43,30 @@ class ChannelsApiConfig(AppConfig):
         _disconnect_unused_request_signals()
 
         warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
-        config = settings.WEBCHANNEL
-        if "channel.secret_key" in config.generated:
-            logger.warning(
-                "channel.secret_key is not set: using a random secret for this process; "
-                "tokens will not survive a restart (set channel.secret_key or WC_CHANNEL__SECRET_KEY)"
-            )
-        if "channel.api_keys" in config.generated:
-            # Printed once, on purpose: otherwise nobody could use a first run.
-            logger.warning(
-                "channel.api_keys is not set: generated API key for this process: %s "
-                "(set channel.api_keys or WC_CHANNEL__API_KEYS)",
-                config.channel.api_keys[0],
-            )
+
+
+SHARED_SECRET_VARIABLES = {"channel.secret_key": "WC_CHANNEL__SECRET_KEY", "channel.api_keys": "WC_CHANNEL__API_KEYS"}
+
+
+def announce_generated_secrets() -> dict[str, str]:
+    """Warn about the secrets generated for this process; return them as environment variables.
+
+    Called by the serving commands only. The returned variables, set in a child process's
+    environment, make it use these values: set there, they are configured, not generated, so
+    the child says nothing about them.
+    """
+    config = settings.WEBCHANNEL
+    if "channel.secret_key" in config.generated:
+        logger.warning(
+            "channel.secret_key is not set: using a random secret for this process; "
+            "tokens will not survive a restart (set channel.secret_key or WC_CHANNEL__SECRET_KEY)"
+        )
+    if "channel.api_keys" in config.generated:
+        # Printed once, on purpose: otherwise nobody could use a first run.
+        logger.warning(
+            "channel.api_keys is not set: generated API key for this process: %s "
+            "(set channel.api_keys or WC_CHANNEL__API_KEYS)",
+            config.channel.api_keys[0],
+        )
+    values = {"channel.secret_key": config.channel.secret_key, "channel.api_keys": config.channel.api_keys[0]}
+    return {SHARED_SECRET_VARIABLES[key]: str(values[key]) for key in config.generated}

@@ -1,10 +1,12 @@
 """``manage.py runserver``: Daphne's development server, with webchannel's server fixes."""
 
+import os
 from typing import Any
 
 from daphne.management.commands.runserver import Command as DaphneRunserverCommand
 from django.conf import settings
 
+from channels_api.apps import announce_generated_secrets
 from channels_api.logs import log_action
 from channels_api.server.compat import exit_if_incompatible
 
@@ -16,6 +18,8 @@ class Command(DaphneRunserverCommand):  # type: ignore[misc]
         from channels_api.server.daphne_server import WebchannelServer
 
         self.server_cls = WebchannelServer
+        # Printed by the autoreloader's parent; its server process inherits the values (and prints none).
+        os.environ.update(announce_generated_secrets())
         super().handle(*args, **options)
 
     def log_action(self, protocol, action, details):  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 from typing import Any
 
@@ -13,6 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from channels_api import metrics
+from channels_api.apps import announce_generated_secrets
 from channels_api.config import RedisConfig, parse_listen_address
 from channels_api.logs import log_action
 from channels_api.management.cli import exit_with_config_error
@@ -95,7 +97,10 @@ class Command(BaseCommand):
                 exit_with_config_error(
                     f"--workers {workers} needs an IPv4 server.listen_address (Daphne adopts shared IPv4 sockets only)"
                 )
+            # The workers inherit the environment: they use the key printed here, and print none.
+            os.environ.update(announce_generated_secrets())
             raise SystemExit(_supervise(host, port, workers, config.server.drain_window, options["worker_timeout"]))
+        announce_generated_secrets()
         if options["listen_fd"] is not None:
             endpoints = [endpoint_for_fd(options["listen_fd"])]
         else:
