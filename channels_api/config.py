@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from .envfile import EnvFile
 from .exceptions import ConfigError
-from .logs import ENV_LOG, LogConfig, parse_log_spec
+from .logs import ENV_LOG, LogConfig, parse_log_spec, parse_trusted_proxy
 
 __all__ = ["Config", "ConfigError", "keys", "load_config", "parse_listen_address"]
 
@@ -140,6 +140,12 @@ def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
         ):
             raise ValueError(f"expected origins like https://app.example.com, got {origin!r}")
     return origins
+
+
+def _trusted_proxies(entries: tuple[str, ...]) -> tuple[str, ...]:
+    for entry in entries:
+        parse_trusted_proxy(entry)
+    return entries
 
 
 def _hosts(hosts: tuple[str, ...]) -> tuple[str, ...]:
@@ -267,6 +273,12 @@ class ServerConfig:
         check=_non_negative,
     )
     access_log: bool = setting(True, "Log one line per HTTP request and WebSocket (secrets redacted).")
+    trusted_proxies: tuple[str, ...] = setting(
+        (),
+        "Proxies (addresses or networks, e.g. 127.0.0.1, 10.0.0.0/8) whose X-Forwarded-For names the "
+        "client in the access log; from any other peer the header is ignored.",
+        check=_trusted_proxies,
+    )
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,7 @@ def test_every_list_key_is_covered_by_the_string_check():
     assert {key.dotted for key in STRICT_LIST_KEYS} == {
         "server.allowed_hosts",
         "server.cors_origins",
+        "server.trusted_proxies",
         "channel.previous_secret_keys",
         "channel.api_keys",
         "redis.sentinels",
@@ -215,6 +216,7 @@ def test_comma_separated_text_for_a_list_key_in_the_environment_is_a_list(key):
     values = {
         "server.allowed_hosts": "a.example,b.example",
         "server.cors_origins": "https://a.example,https://b.example",
+        "server.trusted_proxies": "127.0.0.1,10.0.0.0/8",
         "channel.previous_secret_keys": "old1,old2",
         "channel.api_keys": "k1,k2",
         "redis.url": "redis://a.example:6379/0,redis://b.example:6379/0",
