@@ -29,8 +29,8 @@ WORKERS = 2
 
 def _worker_pids(output: str) -> list[int]:
     for line in output.splitlines():
-        if "started" in line and "workers:" in line:
-            return [int(pid) for pid in line.rsplit("workers:", 1)[1].split(",")]
+        if " workers: " in line and "started" in line.rsplit(" workers: ", 1)[0]:
+            return [int(pid) for pid in line.rsplit(" workers: ", 1)[1].split(",")]
     return []
 
 
@@ -92,7 +92,7 @@ async def test_a_worker_that_dies_is_replaced(tmp_path: Path, redis_server: Redi
         server.wait_listening()
         pids = wait_for(lambda: _worker_pids(server.output()), 20, "the workers to start")
         os.kill(pids[0], signal.SIGKILL)
-        wait_for(lambda: "starting another" in server.output(), 10, "the supervisor to replace the worker")
+        wait_for(lambda: "restarting in" in server.output(), 10, "the supervisor to replace the worker")
         channel_id, token = create_channel(server.url)
         async with http_client() as client, subscribe(server.url, channel_id, token) as ws:
             assert (await publish(client, server.url, channel_id, b"after", token=token)).status_code == 204
