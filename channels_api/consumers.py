@@ -51,7 +51,8 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     accept the server closes only with a :class:`CloseCode`: 4003 when the client sends
     data, 4008 when it falls behind, 4013 when the channel layer is unavailable. Every
     refusal, and a subscribe the layer could not take (4013 at once), is counted under its
-    :class:`RefusalReason`.
+    :class:`RefusalReason`, which its close message carries as ``reason`` for the server's
+    access log (``refused <reason>``).
 
     Channels' consumer loop starts a task per message and waits on the client and the
     layer together; here the client's events are read in ``__call__`` and the layer's
@@ -79,17 +80,15 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Verify the token against the path, join the channel's group, accept, start relaying."""
         if _open_sockets >= settings.WEBCHANNEL.server.max_connections:
-            metrics.websocket_refused.labels(reason=RefusalReason.MAX_CONNECTIONS.value).inc()
-            await self.close()
+            await self._refuse(RefusalReason.MAX_CONNECTIONS)
             return
         try:
             routed = self.scope["url_route"]["kwargs"]["channel_id"]
             channel_id = channel_id_from_url(routed, self.scope.get("raw_path"))
             verify_token(token_from_scope(self.scope) or "", channel_id, settings.WEBCHANNEL.secret_keys)
         except (InvalidChannelId, TokenError) as exc:
-            metrics.websocket_refused.labels(reason=exc.refusal.value).inc()
             logger.debug("subscribe refused: %s", exc)
-            await self.close()
+            await self._refuse(exc.refusal)
             return
         # Counted from here, before the first await, so concurrent handshakes cannot all
         # pass the max_connections check while group_add waits for Redis.
@@ -104,7 +103,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             metrics.websocket_refused.labels(reason=RefusalReason.LAYER_UNAVAILABLE.value).inc()
             await self._leave()
             await self.accept()
-            await self._close(CloseCode.TRY_AGAIN_LATER)
+            await self._close(CloseCode.TRY_AGAIN_LATER, RefusalReason.LAYER_UNAVAILABLE)
             return
         layer_outage.succeeded()
         await self.accept()
@@ -171,11 +170,16 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         _open_sockets += delta
         metrics.users_connected.set(_open_sockets)
 
-    async def _close(self, code: CloseCode) -> None:
+    async def _close(self, code: CloseCode, refusal: RefusalReason | None = None) -> None:
         if not self.closing:
             self.closing = True
             metrics.websocket_closed.labels(code=code.label).inc()
-            await self.close(code=int(code))
+            await self.close(code=int(code), reason=refusal and refusal.value)
+
+    async def _refuse(self, reason: RefusalReason) -> None:
+        """Close before accept (Daphne answers 403); the reason goes to the access log, not the client."""
+        metrics.websocket_refused.labels(reason=reason.value).inc()
+        await self.close(reason=reason.value)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its per-message ``close_old_connections``: there is no database."""

@@ -8,8 +8,9 @@ the idle keep-alive ones and have the busy ones close after their response.
 
 Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
 
-- Daphne ``daphne.http_protocol.WebRequest`` (subclassed): ``basic_error`` (overridden),
-  ``handle_reply``, and the ``_response_started`` its ``__init__`` sets;
+- Daphne ``daphne.http_protocol.WebRequest`` (subclassed): ``basic_error``, ``process`` and
+  ``handle_reply`` (overridden; the last logs through the server's ``log_action``), and the
+  ``_response_started`` its ``__init__`` sets;
   ``daphne.http_protocol.HTTPFactory`` (subclassed): ``buildProtocol``, ``log``.
 - Twisted ``twisted.web.http.Request``: ``gotLength``, ``handleContentChunk`` and
   ``requestReceived`` (overridden), the ``parsePOSTFormSubmission`` argument of its
@@ -28,16 +29,19 @@ from http import HTTPStatus
 from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
+from django.conf import settings
 from twisted.internet import reactor as _reactor
 from twisted.web import http
 
 from ..limits import body_limit
+from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 from ..problems import PROBLEM_CONTENT_TYPE, problem_body
 
 INTERNALS = (
     ("daphne", "daphne.http_protocol", "WebRequest"),
     ("daphne", "daphne.http_protocol.WebRequest", "basic_error"),
     ("daphne", "daphne.http_protocol.WebRequest", "handle_reply"),
+    ("daphne", "daphne.http_protocol.WebRequest", "process"),
     ("daphne", "daphne.http_protocol.WebRequest", "_response_started", "__init__"),
     ("daphne", "daphne.http_protocol", "HTTPFactory"),
     ("daphne", "daphne.http_protocol.HTTPFactory", "buildProtocol"),
@@ -72,6 +76,8 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
     body_received = 0
     complete = False
     """The whole request (its body too) has been read."""
+    access_client: str | None = None
+    """The client address a trusted proxy forwarded (``server.trusted_proxies``), for the access log."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Twisted would parse form-encoded and multipart bodies (and answer a bare 400 when
@@ -100,6 +106,21 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         else:
             self.complete = True
             super().requestReceived(command, path, version)
+
+    def process(self) -> Any:
+        networks = trusted_networks(settings.WEBCHANNEL.server.trusted_proxies)
+        peer = getattr(self.client, "host", None)
+        if networks and peer:
+            forwarded = [v.decode("latin-1") for v in self.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
+            self.access_client = forwarded_client(str(peer), forwarded, networks)
+        return super().process()
+
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        if self.access_client is None:
+            super().handle_reply(message)
+            return
+        with access_note(AccessNote(self.access_client)):  # the access log names the forwarded client
+            super().handle_reply(message)
 
     def _refuse_too_large(self) -> None:
         """Answer 413 at once; then read and discard the rest for a moment, and close.

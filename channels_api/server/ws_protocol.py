@@ -7,9 +7,10 @@ what it writes and what it drops, spreads keepalive pings, and keeps little per 
 
 Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
 
-- Daphne ``daphne.ws_protocol.WebSocketProtocol`` (subclassed): ``handle_reply`` and
-  ``serverClose`` (overridden), and the attributes its ``onConnect`` sets: ``server``,
-  ``request``, ``clean_headers``, ``client_addr``, ``last_ping``.
+- Daphne ``daphne.ws_protocol.WebSocketProtocol`` (subclassed): ``handle_reply``,
+  ``serverClose``, ``onConnect``, ``serverReject`` and ``onClose`` (overridden; the last three
+  log through the server's ``log_action``), and the attributes its ``onConnect`` sets:
+  ``server``, ``request``, ``clean_headers``, ``client_addr``, ``last_ping``.
 - autobahn ``autobahn.websocket.protocol.WebSocketProtocol``: ``_connectionMade`` (replaced
   by a lean one), the per-connection ``_perMessageCompress`` and ``send_queue``,
   ``sendCloseFrame`` and the ``closeHandshakeTimeout`` it reads from the connection;
@@ -34,15 +35,20 @@ from typing import Any
 from autobahn.websocket.protocol import TrafficStats
 from autobahn.websocket.utf8validator import Utf8Validator
 from daphne.ws_protocol import WebSocketProtocol
+from django.conf import settings
 from twisted.internet import tcp
 
 from .. import metrics
 from ..events import CloseCode
+from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 
 INTERNALS = (
     ("daphne", "daphne.ws_protocol", "WebSocketProtocol"),
     ("daphne", "daphne.ws_protocol.WebSocketProtocol", "handle_reply"),
     ("daphne", "daphne.ws_protocol.WebSocketProtocol", "serverClose"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "onConnect"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "serverReject"),
+    ("daphne", "daphne.ws_protocol.WebSocketProtocol", "onClose"),
     ("daphne", "daphne.ws_protocol.WebSocketProtocol", "server", "onConnect"),
     ("daphne", "daphne.ws_protocol.WebSocketProtocol", "request", "onConnect"),
     ("daphne", "daphne.ws_protocol.WebSocketProtocol", "clean_headers", "onConnect"),
@@ -97,6 +103,7 @@ class _Opened:
         self.path = path
 
 
+_NO_NOTE = AccessNote()
 _TRAFFIC_STATS = TrafficStats()
 """One for all connections: autobahn counts into it, nobody reads it."""
 
@@ -123,6 +130,11 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
     unsent_while_paused = 0
     too_slow = False
     """Closed with 4008: frames that still arrive for it count as send errors."""
+    access_client: str | None = None
+    """The client address a trusted proxy forwarded (``server.trusted_proxies``), for the access log."""
+    close_reason: str | None = None
+    """The reason the application closed with: a ``RefusalReason`` value when it refused the subscribe."""
+    rejected = False
 
     # Autobahn's _connectionMade sets these on every connection; shared defaults cost nothing.
     _perMessageCompress = None
@@ -165,8 +177,16 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         self.transport.unregisterProducer()
         self.transport.registerProducer(self, True)
 
+    def onConnect(self, request: Any) -> Any:
+        answer = super().onConnect(request)
+        networks = trusted_networks(settings.WEBCHANNEL.server.trusted_proxies)
+        if networks and self.client_addr:
+            forwarded = [value.decode("latin-1") for name, value in self.clean_headers if name == b"x-forwarded-for"]
+            self.access_client = forwarded_client(str(self.client_addr[0]), forwarded, networks)
+        return answer
+
     def onOpen(self) -> None:
-        super().onOpen()  # Daphne logs the path from self.request
+        self._logged(super().onOpen)  # Daphne logs the path from self.request
         self._forget_handshake()
         # Daphne pings a socket ping_interval after its last ping; subscribers that connected
         # together (a deploy, a reconnect wave) would all be pinged in the same tick, stalling
@@ -213,7 +233,30 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         if message.get("type") == "websocket.send":
             self.send_frame(message)
         else:
+            if message.get("type") == "websocket.close":
+                self.close_reason = message.get("reason") or None
             super().handle_reply(message)
+
+    def serverReject(self) -> None:
+        """Daphne's 403, logged as ``refused <reason>`` when the application gave one."""
+        self.rejected = True
+        self._logged(super().serverReject, AccessNote(self.access_client, self.close_reason))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        # A refused handshake was logged by serverReject; a subscribe refused after accept
+        # (4013, the channel layer is unavailable) is logged as refused here.
+        self._logged(
+            super().onClose, AccessNote(self.access_client, self.close_reason, self.rejected), wasClean, code, reason
+        )
+
+    def _logged(self, call: Any, note: AccessNote | None = None, *args: Any) -> None:
+        """``call(*args)``, whose access-log line shows what Daphne does not pass (see :class:`AccessNote`)."""
+        note = note or AccessNote(self.access_client)
+        if note == _NO_NOTE:
+            call(*args)
+            return
+        with access_note(note):
+            call(*args)
 
     def send_frame(self, message: dict[str, Any]) -> None:
         """Write one ``websocket.send`` as one frame, counted as sent once it is written.

@@ -148,7 +148,11 @@ async def test_a_subscribe_the_layer_cannot_take_is_counted_as_layer_unavailable
     communicator = WebsocketCommunicator(application, query("edge-layer", make_token("edge-layer")))
     try:
         await communicator.connect(timeout(5))
-        assert await communicator.receive_output(timeout(5)) == {"type": "websocket.close", "code": 4013}
+        assert await communicator.receive_output(timeout(5)) == {
+            "type": "websocket.close",
+            "code": 4013,
+            "reason": "layer_unavailable",
+        }
     finally:
         await communicator.disconnect(timeout=timeout(5))
     assert sample(REFUSED, {"reason": "layer_unavailable"}) == before + 1
