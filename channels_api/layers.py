@@ -154,7 +154,8 @@ class Readiness:
 
     However often probes ask, the channel layer (Redis) sees at most one round trip (one per
     server) per ``max_age`` seconds per process. ``max_age + within`` bounds how long after an outage
-    begins a 200 can still be answered.
+    begins a 200 can still be answered; a layer that knows it is restoring its subscriptions
+    (``restoring()``, after its Redis connection dropped) gets 503 at once, without a probe.
     """
 
     def __init__(
@@ -173,6 +174,11 @@ class Readiness:
 
     async def check(self, layer: Any) -> None:
         """Return if the layer carried a probe back lately (or does now); else raise LayerUnavailable."""
+        restoring = getattr(layer, "restoring", None)
+        servers = restoring() if restoring is not None else ()
+        if servers:
+            self._answer = None  # once restored, the next call probes afresh: no earlier answer is reused
+            raise LayerUnavailable(f"restoring this process's subscriptions on Redis {', '.join(servers)}")
         loop = asyncio.get_running_loop()
         answer = self._answer
         if answer is None or self._for != (loop, layer) or self._expired(answer):

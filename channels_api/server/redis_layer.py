@@ -11,11 +11,14 @@ Relies on these channels_redis internals (verified at startup by :mod:`.compat` 
   (overridden), ``_get_group_channel_name``, and the ``channels``, ``groups``, ``_shards``
   and ``channel_layer`` its ``__init__`` sets;
 - ``channels_redis.pubsub.RedisSingleShardConnection`` (subclassed): ``_receive_message`` and
-  ``_do_receiving`` (overridden), and the ``host``, ``channel_layer`` and ``_pubsub`` its
-  ``__init__`` sets. ``_pubsub`` is a redis-py ``PubSub``, used through its public API
-  (``subscribed``, ``get_message``). Its ``publish``, ``subscribe`` and ``unsubscribe`` are
-  wrapped so that a failure names its server, and its ``_subscribed_to`` (set in ``__init__``)
-  tells whether a subscribe asks Redis at all;
+  ``_do_receiving`` (overridden), and the ``host``, ``channel_layer``, ``_pubsub`` and
+  ``_lock`` its ``__init__`` sets. ``_pubsub`` is a redis-py ``PubSub``, used through its
+  public API (``subscribed``, ``get_message``, ``ping``, ``connection_pool``); ``_lock`` is
+  held while the receive loop redials, as ``subscribe`` and ``unsubscribe`` hold it. Its
+  ``publish``, ``subscribe`` and ``unsubscribe`` are wrapped so that a failure names its
+  server (``publish`` and ``subscribe`` also refuse while the subscriptions are restored
+  after a redial), and its ``_subscribed_to`` (set in ``__init__``) tells whether a
+  subscribe asks Redis at all;
 - ``channels_redis.utils._consistent_hash``: which shard a group's Redis channel is on, to
   send a readiness probe through every server.
 """
@@ -25,6 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -57,6 +62,7 @@ INTERNALS = (
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "host", "__init__"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "channel_layer", "__init__"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_pubsub", "__init__"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_lock", "__init__"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "publish"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "subscribe"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "unsubscribe"),
@@ -65,6 +71,14 @@ INTERNALS = (
 )
 
 logger = logging.getLogger(__name__)
+
+REDIAL_FIRST_DELAY_SECONDS = 0.01
+REDIAL_MAX_DELAY_SECONDS = 0.05
+"""A lost pub/sub connection is redialled after 10 ms, then at doubling intervals up to every
+50 ms: subscriptions are back within about 50 ms of Redis answering again, for at most twenty
+connection attempts a second per server (or Sentinel lookups) while it stays down."""
+RESTORE_TIMEOUT_SECONDS = 2.0
+"""A redial whose resubscription is not confirmed by then counts as failed and is retried."""
 
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[misc]
@@ -118,6 +132,11 @@ class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
         if backlog is not None:
             backlog.close()
 
+    def restoring(self) -> list[str]:
+        """The servers (named, password redacted) on which this process is restoring its
+        subscriptions after a redial: until they are back, ``/readyz`` answers 503."""
+        return [shard.server for shard in self._shards if shard.restoring]
+
     def probe_groups(self, stem: str) -> list[str]:
         """One group name per Redis server (``stem``, or ``stem.N``), so a readiness probe
         sent to each crosses every server this process uses."""
@@ -152,16 +171,30 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
     server (password redacted) in one line, logged when an outage begins and when it ends."""
 
     failing = False
+    restoring = False
+    """From the loss of the pub/sub connection until every subscription is active on its
+    replacement. Publishes and new subscriptions through this server are refused meanwhile,
+    so this process never answers 204 for a message its own subscribers would miss, and a
+    subscriber is never told it is subscribed when it is not (one attribute read per publish)."""
+    _lost_at = 0.0
 
     @property
     def server(self) -> str:
         return describe_host(self.host)
 
+    def _refuse_while_restoring(self) -> None:
+        if self.restoring:
+            raise ServerUnavailable(
+                f"Redis {self.server}: this process is restoring its subscriptions after a reconnect", self.server
+            )
+
     async def publish(self, channel: str, message: bytes) -> None:
+        self._refuse_while_restoring()
         with self._named_failures(answered=True):
             await super().publish(channel, message)
 
     async def subscribe(self, channel: str) -> None:
+        self._refuse_while_restoring()
         # Only a new subscription asks Redis; a known one returns without a word from it.
         with self._named_failures(answered=channel not in self._subscribed_to):
             await super().subscribe(channel)
@@ -201,24 +234,73 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
                 backlog.put_nowait(event)
 
     async def _do_receiving(self) -> None:
-        failing = False
+        """Read the pub/sub connection; after a failure, redial promptly and restore every subscription."""
+        delay = REDIAL_FIRST_DELAY_SECONDS
         while True:
+            pubsub = self._pubsub
+            if pubsub is None or not pubsub.subscribed:
+                self.restoring = False  # nothing to restore
+                await asyncio.sleep(0.1)
+                continue
             try:
-                if self._pubsub and self._pubsub.subscribed:
-                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-                    if failing:
-                        logger.warning("Redis pub/sub connection restored")
-                        failing = False
-                    self._receive_message(message)
-                else:
-                    await asyncio.sleep(0.1)
+                if self.restoring:
+                    await self._restore(pubsub)
+                    delay = REDIAL_FIRST_DELAY_SECONDS
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
             except (asyncio.CancelledError, GeneratorExit):
                 raise
             except Exception as exc:
-                if not failing:
-                    logger.warning("Redis pub/sub connection lost (%s); retrying every second", exc)
-                    failing = True
-                await asyncio.sleep(1)
+                self._lost(exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, REDIAL_MAX_DELAY_SECONDS)
+                continue
+            self._deliver(message)
+
+    def _deliver(self, message: dict[str, Any] | None) -> None:
+        try:
+            self._receive_message(message)
+        except Exception:  # a message nobody here can decode must not stop the loop
+            logger.exception("a message from Redis %s could not be decoded; dropped", self.server)
+
+    async def _restore(self, pubsub: Any) -> None:
+        """Redial if needed, then wait for the answer to a PING sent after the resubscription.
+
+        redis-py's ``PubSub`` replays every subscription it knows as the first command on a new
+        connection, and Redis answers a connection's commands in order, so the PING's answer
+        proves every subscription is active again.
+        """
+        marker = uuid.uuid4().hex.encode()
+        async with self._lock:  # subscribe and unsubscribe redial too: never two redials at once
+            # Idle publishing connections made before the loss are most likely dead too: closed
+            # now, the next publish dials afresh instead of failing once on each of them.
+            await pubsub.connection_pool.disconnect(inuse_connections=False)
+            await pubsub.ping(marker)
+        async with asyncio.timeout(RESTORE_TIMEOUT_SECONDS):
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if message is None:
+                    continue
+                if message["type"] != "pong":
+                    self._deliver(message)
+                elif message["data"] == marker:  # not an earlier attempt's answer
+                    break
+        self.restoring = False
+        logger.warning(
+            "Redis pub/sub connection restored: subscriptions on %s active again %.2f s after the loss",
+            self.server,
+            time.monotonic() - self._lost_at,
+        )
+
+    def _lost(self, exc: Exception) -> None:
+        if not self.restoring:
+            self.restoring, self._lost_at = True, time.monotonic()
+            logger.warning(
+                "Redis pub/sub connection lost (%s: %s); publishes and subscribes through %s get 503 "
+                "and 4013 until its subscriptions are restored",
+                type(exc).__name__,
+                exc,
+                self.server,
+            )
 
 
 def _what_failed(exc: BaseException) -> str:
