@@ -16,10 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from channels_api.config import ChannelConfig
 from tests.common import assert_problem
 from tests.e2e.helpers import (
+    CHANNELS,
+    channel_url,
     closed_with,
     create_channel,
     http_client,
@@ -27,8 +30,9 @@ from tests.e2e.helpers import (
     recv_binary,
     subscribe,
     wait_exit,
+    ws_url,
 )
-from tests.harness import ServerProcess, base_config, serving, timeout
+from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
 from tests.nginx import Nginx, nginx_binary, proxying
 
 pytestmark = [
@@ -43,6 +47,10 @@ pytestmark = [
 MAX_MESSAGE_SIZE = ChannelConfig().max_message_size
 NGINX_BODY_LIMIT = 1024 * 1024  # client_max_body_size in the shipped file
 SERVICE_RESTART = 1012
+CLIENT = "127.0.0.2"
+"""The test's requests come from this loopback address, so nginx (on 127.0.0.1) sees another client."""
+SPOOFED = "198.51.100.23"
+"""What the client itself claims in X-Forwarded-For; nginx appends the address it saw."""
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +115,57 @@ async def test_sigterm_to_webchannel_closes_subscribers_behind_nginx_with_1012(t
         assert nginx.alive()
         response = httpx.get(f"{nginx.url}/healthz", timeout=timeout(10))
         assert response.status_code == 502
+
+
+async def _subscribe_and_publish_from_the_client_address(nginx: Nginx, channel_id: str, token: str) -> None:
+    """A subscriber and a publish through nginx, both from :data:`CLIENT` with a spoofed X-Forwarded-For."""
+    spoofed = {"x-forwarded-for": SPOOFED}
+    async with connect(
+        ws_url(nginx.url, channel_id, token),
+        additional_headers=spoofed,
+        local_addr=(CLIENT, 0),
+        open_timeout=timeout(10),
+    ) as ws:
+        transport = httpx.AsyncHTTPTransport(local_address=CLIENT)
+        async with http_client(transport=transport) as client:
+            headers = {**spoofed, "authorization": f"Bearer {token}"}
+            response = await client.post(channel_url(nginx.url, channel_id), content=b"hello", headers=headers)
+            assert response.status_code == 204, response.text
+        assert await recv_binary(ws) == b"hello"
+    # nginx saw the test's own address (the source binding worked).
+    assert (nginx.prefix / "access.log").read_text().count(f"{CLIENT} - ") >= 2
+
+
+def _access_lines(server: ServerProcess, channel_id: str) -> list[str]:
+    """webchannel's access-log lines of the publish, the handshake and the close for ``channel_id``."""
+
+    def lines() -> list[str]:
+        found = [line for line in server.output().splitlines() if f'{CHANNELS}/{channel_id}"' in line]
+        return found if len(found) >= 3 else []
+
+    return wait_for(lines, 10, "the access-log lines of the publish and the subscriber")
+
+
+async def test_with_nginx_trusted_the_access_log_names_the_client_nginx_saw(tmp_path: Path) -> None:
+    config = base_config(server={"trusted_proxies": ["127.0.0.1"]})
+    with serving(tmp_path, config) as server, proxying(tmp_path / "nginx", [f"{server.host}:{server.port}"]) as nginx:
+        channel_id, token = create_channel(nginx.url)
+        await _subscribe_and_publish_from_the_client_address(nginx, channel_id, token)
+        lines = _access_lines(server, channel_id)
+        for line in lines:
+            # The right-most address nginx did not add itself, not the proxy and not the spoof.
+            assert f"webchannel.access: {CLIENT} " in line, line
+        assert any(f'{CLIENT} "POST {CHANNELS}/{channel_id}" 204' in line for line in lines), lines
+        assert any(f'{CLIENT} "WS {CHANNELS}/{channel_id}" connected' in line for line in lines), lines
+        assert SPOOFED not in server.output()
+
+
+async def test_without_trusted_proxies_the_access_log_names_nginx(proxied: tuple[ServerProcess, Nginx]) -> None:
+    server, nginx = proxied
+    channel_id, token = create_channel(nginx.url)
+    await _subscribe_and_publish_from_the_client_address(nginx, channel_id, token)
+    lines = _access_lines(server, channel_id)
+    for line in lines:
+        assert "webchannel.access: 127.0.0.1:" in line, line  # nginx's own address and port
+    assert CLIENT not in "\n".join(lines)
+    assert SPOOFED not in server.output()
