@@ -36,17 +36,30 @@ def _sample(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-def _scrape(server: ServerProcess) -> dict[str, float]:
-    """One scrape on a new connection: the totals this test checks."""
-    response = httpx.get(f"{server.url}/metrics", timeout=timeout(10))
-    assert response.status_code == 200, response.text
-    names = (
+class Scraper:
+    """Scrapes on a new connection each; fails as soon as a counter goes backwards."""
+
+    NAMES = (
         "webchannel_users_connected",
         "webchannel_messages_published_total",
         "webchannel_messages_sent_total",
         "webchannel_messages_sent_bytes_total",
     )
-    return {name: _sample(response.text, name) for name in names}
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.last: dict[str, float] = {}
+
+    def __call__(self) -> dict[str, float]:
+        """One scrape: the totals this test checks."""
+        response = httpx.get(f"{self.server.url}/metrics", timeout=timeout(10))
+        assert response.status_code == 200, response.text
+        values = {name: _sample(response.text, name) for name in self.NAMES}
+        for name, value in values.items():
+            if name.endswith("_total"):
+                assert value >= self.last.get(name, 0), f"{name} went from {self.last[name]} to {value}"
+        self.last = values
+        return values
 
 
 def _pids(server: ServerProcess, marker: str) -> list[int]:
@@ -68,10 +81,10 @@ async def _subscribers_on_both_workers(
     """``SUBSCRIBERS`` open subscribers, not all on one worker (an extra one on the same worker is closed)."""
     kept: list[tuple[int, ClientConnection]] = []
     for _ in range(30):
-        before = len(_pids(server, "connected"))
+        before = len(_pids(server, '" connected'))
         connection = subscribe(server.url, channel_id, token)
         ws = await connection.__aenter__()
-        pid = wait_for(lambda b=before: _pids(server, "connected")[b:], 5, "the subscriber's access line")[0]
+        pid = wait_for(lambda b=before: _pids(server, '" connected')[b:], 5, "the subscriber's access line")[0]
         if len(kept) == SUBSCRIBERS - 1 and {p for p, _ in kept} == {pid}:
             await connection.__aexit__(None, None, None)
             continue
@@ -82,12 +95,13 @@ async def _subscribers_on_both_workers(
     raise AssertionError("the kernel never handed a subscriber to the second worker")
 
 
-def _consecutive_scrapes(server: ServerProcess, expected: dict[str, float]) -> list[int]:
-    """``SCRAPES`` scrapes in a row, each showing ``expected``; the workers that answered them."""
-    seen_before = len(_pids(server, "GET /metrics"))
+def _consecutive_scrapes(scrape: Scraper, expected: dict[str, float]) -> None:
     for i in range(SCRAPES):
-        assert _scrape(server) == expected, f"scrape {i + 1} of {SCRAPES}"
-    return wait_for(lambda: _pids(server, "GET /metrics")[seen_before:][:SCRAPES], 5, "the scrapes' access lines")
+        assert scrape() == expected, f"scrape {i + 1} of {SCRAPES}"
+
+
+def _scraped(server: ServerProcess, pids: set[int]) -> bool:
+    return pids <= set(_pids(server, "GET /metrics"))
 
 
 async def test_one_scrape_of_any_worker_shows_the_whole_server(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -114,19 +128,22 @@ async def test_one_scrape_of_any_worker_shows_the_whole_server(tmp_path: Path, r
                 "webchannel_messages_sent_bytes_total": SUBSCRIBERS * PUBLISHES * 3,
             }
             # Delivery counts reach the shared totals within the flush interval.
-            wait_for(lambda: _scrape(server) == expected, 5, f"a scrape showing {expected}")
-            answered_by = _consecutive_scrapes(server, expected)
-            assert set(answered_by) == set(workers), f"every scrape went to one worker: {answered_by}"
+            scrape = Scraper(server)
+            wait_for(lambda: scrape() == expected and _scraped(server, set(workers)), 5, "both workers to show it")
+            _consecutive_scrapes(scrape, expected)
 
             # A worker dies with subscribers on it: its sockets leave the gauge, its counts stay.
             victim = subscribers[0][0]
             os.kill(victim, signal.SIGKILL)
             wait_for(lambda: len(_started_workers(server)) == 3, 20, "the replacement worker")
             expected["webchannel_users_connected"] = sum(1 for pid, _ in subscribers if pid != victim)
-            wait_for(lambda: _scrape(server) == expected, 10, f"a scrape showing {expected} after the kill")
-            survivor = next(pid for pid in workers if pid != victim)
-            answered_by = _consecutive_scrapes(server, expected)
-            assert set(answered_by) == {survivor, _started_workers(server)[-1]}, answered_by
+            survivor, replacement = next(pid for pid in workers if pid != victim), _started_workers(server)[-1]
+            wait_for(
+                lambda: scrape() == expected and _scraped(server, {survivor, replacement}),
+                10,
+                f"the survivor and the replacement to show {expected}",
+            )
+            _consecutive_scrapes(scrape, expected)
             directory = _metrics_directory(survivor)
             assert directory.is_dir()
     finally:
