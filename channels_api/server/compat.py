@@ -21,9 +21,10 @@ misbehave (a renamed ``HTTPChannel._path`` would make every publish over 16 KiB 
 
 The declarations are read from the modules' source, not imported, so a change that breaks
 importing a module (a base class renamed) is reported in the same one line. The internals
-of :mod:`.redis_layer` are checked only when ``redis.url`` is set: only then is that module
-loaded, and importing channels_redis and redis-py in every in-process deployment would
-cost each about 7 MiB and 50 ms for nothing. The unit tests check them all.
+of :mod:`.redis_layer` are checked only when Redis is configured (``redis.url`` or
+``redis.sentinels``): only then is that module loaded, and importing channels_redis and
+redis-py in every in-process deployment would cost each about 7 MiB and 50 ms for nothing.
+The unit tests check them all.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import Any, NoReturn
 MODULES = ("daphne_server", "ws_protocol", "http_protocol", "handler", "workers", "redis_layer")
 """Every module of this package; each declares ``INTERNALS`` (possibly empty)."""
 REDIS_MODULES = frozenset({"redis_layer"})
-"""Modules loaded only with ``redis.url`` set."""
+"""Modules loaded only with Redis configured."""
 
 
 @dataclass(frozen=True)

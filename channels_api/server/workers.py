@@ -26,7 +26,7 @@ Supervision:
   A terminal's Ctrl-C or systemd's ``KillMode=control-group`` also signals every worker
   directly; a worker drains once whichever signal arrives first and ignores the others
   (the drain in :mod:`.daphne_server`). A second signal to the parent stops the workers
-  at once (SIGUSR1). ``redis.url`` is required.
+  at once (SIGUSR1). Redis (``redis.url`` or ``redis.sentinels``) is required.
 
 Relies on no private attribute or method of another package (``INTERNALS`` is empty): the
 workers adopt their socket through Twisted's public ``fd:`` endpoint, and each one runs
