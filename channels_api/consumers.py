@@ -15,6 +15,7 @@ from django.conf import settings
 
 from . import metrics
 from .auth import bearer_token, verify_token
+from .delivery_lag import delivery_lag
 from .events import CloseCode, RefusalReason, RelayMessage, RelayOverflow
 from .exceptions import InvalidChannelId, TokenError
 from .layers import layer_outage
@@ -153,10 +154,12 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Write one published message, byte for byte, as a binary frame.
 
         Counted as sent by the server's protocol once the frame is written (a socket that
-        is closing drops it), not here.
+        is closing drops it), not here. The delivery lag is observed once per message.
         """
         if not self.closing:
             await self.base_send({"type": "websocket.send", "bytes": event["data"]})
+            if event is not delivery_lag.last:
+                delivery_lag.written(event)
 
     async def relay_overflow(self, event: RelayOverflow) -> None:
         """The backlog passed its bound: close as too slow rather than skip messages silently."""

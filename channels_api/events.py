@@ -8,7 +8,7 @@ documented in the README: members may be renamed, values never.
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 
 class RelayMessage(TypedDict):
@@ -16,6 +16,9 @@ class RelayMessage(TypedDict):
 
     type: Literal["relay.message"]
     data: bytes
+    published_at: NotRequired[float]
+    """When the publish was accepted (``time.time()``, comparable across processes), for
+    ``webchannel_delivery_lag_seconds``; absent from events of versions that did not send it."""
 
 
 class RelayOverflow(TypedDict):
@@ -25,8 +28,10 @@ class RelayOverflow(TypedDict):
     dropped: int
 
 
-def relay_message(data: bytes) -> RelayMessage:
-    return {"type": "relay.message", "data": data}
+def relay_message(data: bytes, published_at: float | None = None) -> RelayMessage:
+    if published_at is None:
+        return {"type": "relay.message", "data": data}
+    return {"type": "relay.message", "data": data, "published_at": published_at}
 
 
 def relay_overflow(dropped: int) -> RelayOverflow:

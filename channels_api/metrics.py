@@ -12,7 +12,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -94,6 +102,12 @@ channels_created = Counter("webchannel_channels_created", "Tokens issued by POST
 websocket_refused = Counter("webchannel_websocket_refused", "Subscribe handshakes refused, by reason.", ["reason"])
 websocket_closed = Counter(
     "webchannel_websocket_closed", "Subscriber sockets closed by the server, by close code.", ["code"]
+)
+delivery_lag = Histogram(
+    "webchannel_delivery_lag_seconds",
+    "From a publish being accepted to the last local subscriber's frame being written; once per message "
+    "and process (wall clock: across hosts it includes their clock difference).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
 

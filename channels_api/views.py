@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from http import HTTPStatus
 
@@ -126,7 +127,8 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     group = group_name(channel_id)
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-            await layer.group_send(group, relay_message(body))
+            # Wall-clock time: the subscribers' process may be another one, through Redis.
+            await layer.group_send(group, relay_message(body, time.time()))
     except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean 503
         layer_outage.failed("publish", exc)
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the channel layer is unavailable; retry later") from None
