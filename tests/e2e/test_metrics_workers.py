@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from tests.e2e.helpers import create_channel, recv_binary, subscribe
-from tests.harness import RedisServer, ServerProcess, base_config, run_serve, timeout, wait_for
+from tests.harness import REQUIRED_METRIC_NAMES, RedisServer, ServerProcess, base_config, run_serve, timeout, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -55,6 +55,7 @@ class Scraper:
         response = httpx.get(f"{self.server.url}/metrics", timeout=timeout(10))
         assert response.status_code == 200, response.text
         values = {name: _sample(response.text, name) for name in self.NAMES}
+        assert not [name for name in REQUIRED_METRIC_NAMES if name not in response.text], response.text
         for name, value in values.items():
             if name.endswith("_total"):
                 assert value >= self.last.get(name, 0), f"{name} went from {self.last[name]} to {value}"
