@@ -182,7 +182,8 @@ def run_serve(
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=clean_env(**{"WC_LOG": "info", **(env or {})}),
+            # A developer's ./.env in the checkout must not configure the servers under test.
+            env=clean_env(**{"WC_LOG": "info", "WC_ENV_FILE": "", **(env or {})}),
         )
     return ServerProcess(proc, log_path)
 
