@@ -18,7 +18,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.e2e.helpers import create_channel, recv_binary, subscribe
+from tests.e2e.helpers import closed_with, create_channel, recv_binary, subscribe
 from tests.harness import REQUIRED_METRIC_NAMES, RedisServer, ServerProcess, base_config, run_serve, timeout, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -171,5 +171,36 @@ def test_single_process_serve_needs_no_metrics_directory(tmp_path: Path) -> None
         assert _sample(text, "webchannel_users_connected") == 0
         assert _sample(text, "webchannel_messages_sent_total") == 0
         assert "process_open_fds" in text
+    finally:
+        server.stop()
+
+
+async def test_a_worker_that_drains_counted_every_delivery_it_made(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Its last deliveries reach the shared totals when it stops, not only at the next flush."""
+    config = base_config(redis={"url": redis_server.url}, server={"drain_window": 1})
+    server = run_serve(tmp_path, config, args=["--workers", "2"])
+    try:
+        server.wait_listening()
+        wait_for(lambda: len(_started_workers(server)) == 2, 20, "2 workers")
+        channel_id, token = create_channel(server.url)
+        async with subscribe(server.url, channel_id, token) as ws:
+            worker = wait_for(lambda: _pids(server, '" connected'), 5, "the subscriber's access line")[0]
+            headers = {"authorization": f"Bearer {token}", "content-type": "application/octet-stream"}
+            for seq in range(PUBLISHES):
+                url = f"{server.url}/webchannel/v1/channels/{channel_id}"
+                response = httpx.post(url, content=b"m%02d" % seq, headers=headers, timeout=timeout(10))
+                assert response.status_code == 204, response.text
+            assert [await recv_binary(ws) for _ in range(PUBLISHES)] == [b"m%02d" % s for s in range(PUBLISHES)]
+            os.kill(worker, signal.SIGTERM)
+            assert await closed_with(ws, 10) == 1012
+        wait_for(lambda: f"worker {worker} exited" in server.output(), 10, "the supervisor to see the worker exit")
+        expected = {
+            "webchannel_users_connected": 0,
+            "webchannel_messages_published_total": PUBLISHES,
+            "webchannel_messages_sent_total": PUBLISHES,
+            "webchannel_messages_sent_bytes_total": PUBLISHES * 3,
+        }
+        scrape = Scraper(server)
+        _consecutive_scrapes(scrape, expected)
     finally:
         server.stop()
