@@ -15,7 +15,7 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
 - Twisted ``twisted.web.http.Request``: ``gotLength``, ``handleContentChunk`` and
   ``requestReceived`` (overridden), the ``parsePOSTFormSubmission`` argument of its
   ``__init__`` (kept in ``_parsePOSTFormSubmission``), ``requestHeaders``,
-  ``responseHeaders``, ``channel`` and ``startedWriting``.
+  ``responseHeaders``, ``channel``, ``client`` (the peer) and ``startedWriting``.
 - Twisted ``twisted.web.http.HTTPChannel`` (subclassed): ``_command`` and ``_path`` (the
   request line, held until the body is complete, read to choose the body limit),
   ``_respondToBadRequestAndDisconnect`` and ``checkPersistence`` (overridden), and the
@@ -53,6 +53,7 @@ INTERNALS = (
     ("twisted", "twisted.web.http.Request", "requestHeaders", "__init__"),
     ("twisted", "twisted.web.http.Request", "responseHeaders", "__init__"),
     ("twisted", "twisted.web.http.Request", "channel", "__init__"),
+    ("twisted", "twisted.web.http.Request", "client", "__init__"),
     ("twisted", "twisted.web.http.Request", "startedWriting"),
     ("twisted", "twisted.web.http.HTTPChannel", "_command", "lineReceived"),
     ("twisted", "twisted.web.http.HTTPChannel", "_path", "lineReceived"),
