@@ -21,6 +21,7 @@ from channels_api.management.cli import exit_with_config_error
 from channels_api.redis_hosts import describe_host, layer_hosts
 from channels_api.server.compat import exit_if_incompatible
 from channels_api.server.workers import (
+    BACKLOG,
     WORKER_TIMEOUT,
     Supervisor,
     endpoint_for_fd,
@@ -104,7 +105,9 @@ class Command(BaseCommand):
         if options["listen_fd"] is not None:
             endpoints = [endpoint_for_fd(options["listen_fd"])]
         else:
-            endpoints = build_endpoint_description_strings(host=host, port=port)
+            # Twisted's default accept backlog (50) overflows when thousands of clients reconnect
+            # at once (another process draining): their SYNs are dropped and retried seconds later.
+            endpoints = [f"{e}:backlog={BACKLOG}" for e in build_endpoint_description_strings(host=host, port=port)]
         layer = _describe_layer(config.redis)
         logger.info("webchannel starting on %s (channel layer: %s)", config.server.listen_address, layer)
         server = WebchannelServer(
