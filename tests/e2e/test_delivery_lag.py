@@ -1,11 +1,12 @@
 """``webchannel_delivery_lag_seconds`` on a real server: one observation per message and process,
 however many subscribers wrote it, in the documented buckets; through Redis, in every process
-that has subscribers."""
+that has subscribers; under ``serve --workers``, summed over the workers."""
 
 from __future__ import annotations
 
 import contextlib
 import re
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from tests.e2e.helpers import (
     recv_binary,
     subscribe,
 )
-from tests.harness import ServerProcess
+from tests.harness import RedisServer, ServerProcess, base_config, run_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +100,24 @@ async def test_through_redis_each_process_with_subscribers_observes_each_message
     await eventually(lambda: (lag_count(a), lag_count(b)) == (before[0] + 4, before[1] + 4), 10, "four in each")
     # Published on a, written on b: b's lag crosses Redis and is measured with the wall clock.
     assert (metric_value(metrics_text(b.url), f"{LAG}_sum") or 0.0) > 0
+
+
+@pytest.mark.slow  # a supervisor, two workers and a Redis
+async def test_under_workers_one_scrape_counts_each_message_once_per_worker_with_subscribers(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    server = run_serve(tmp_path, base_config(redis={"url": redis_server.url}), args=["--workers", "2"])
+    try:
+        server.wait_listening()
+        # 30 subscribers: the kernel spreads them over both workers (all on one: odds 2**-29).
+        await fan_out(server, [server], per_server=30, messages=5)
+        workers = {
+            line.split("[", 1)[1].split("]", 1)[0]
+            for line in server.output().splitlines()
+            if "webchannel.access" in line and '"WS ' in line and line.endswith(" connected")
+        }
+        assert len(workers) == 2
+        await eventually(lambda: lag_count(server) == 10, 10, "five observations in each worker")
+        assert [lag_count(server) for _ in range(5)] == [10] * 5  # whichever worker answers
+    finally:
+        server.stop()
