@@ -25,20 +25,25 @@ class DeliveryLag:
     of them has written it, observes every message written in the turn, each once.
     """
 
-    __slots__ = ("last", "pending")
+    __slots__ = ("last", "loop", "pending")
 
     def __init__(self) -> None:
         self.last: Mapping[str, Any] | None = None
         """The event written last; a subscriber writing the same one again costs nothing more."""
         self.pending: dict[int, Mapping[str, Any]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop :meth:`observe` is scheduled on, while it is."""
 
     def written(self, event: Mapping[str, Any]) -> None:
         """A subscriber wrote ``event``, which is not the event written just before."""
         self.last = event
         if id(event) in self.pending or "published_at" not in event:  # from a version that did not send it
             return
-        if not self.pending:
-            asyncio.get_running_loop().call_soon(self.observe)
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # the first message of this turn (or of a new loop: one stopped meanwhile)
+            self.pending.clear()
+            self.loop = loop
+            loop.call_soon(self.observe)
         self.pending[id(event)] = event  # held, so its id is not reused before it is observed
 
     def observe(self) -> None:
@@ -47,6 +52,7 @@ class DeliveryLag:
             # Wall clock, comparable across processes; two hosts' clocks may differ a little.
             metrics.delivery_lag.observe(max(0.0, now - event["published_at"]))
         self.pending.clear()
+        self.loop = None
 
 
 delivery_lag = DeliveryLag()
