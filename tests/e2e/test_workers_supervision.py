@@ -200,3 +200,26 @@ async def test_a_worker_whose_event_loop_stops_is_killed_and_replaced(
             async with subscribe(server.url, channel_id, token) as ws:
                 assert (await publish(client, server.url, channel_id, b"after", token=token)).status_code == 204
                 assert await recv_binary(ws) == b"after"
+
+
+async def test_a_second_group_signal_stops_the_workers_at_once(tmp_path: Path, redis_server: RedisServer) -> None:
+    window = 30.0
+    config = base_config(redis={"url": redis_server.url}, server={"drain_window": window})
+    server = serve_in_own_group(tmp_path, config, ["--workers", "2"])
+    with group_cleanup(server):
+        server.wait_listening()
+        wait_for(lambda: workers_listening(server.output()), 20, "the workers to listen")
+        channel_id, token = create_channel(server.url)
+        async with contextlib.AsyncExitStack() as stack:
+            sockets = [await stack.enter_async_context(subscribe(server.url, channel_id, token)) for _ in range(20)]
+            await asyncio.to_thread(wait_for, lambda: owners(server.output(), sockets), 10, "the access lines")
+            signalled = time.monotonic()
+            os.killpg(server.pid, signal.SIGINT)
+            wait_for(lambda: "SIGINT: stopping the workers" in server.output(), 10, "the supervisor's first stop")
+            os.killpg(server.pid, signal.SIGINT)  # a second Ctrl-C: stop now, not after the window
+            wait_exit(server, 10)
+        assert time.monotonic() - signalled < window / 2, server.output()
+        output = server.output()
+        assert "second SIGINT: stopping the workers now" in output, output
+        assert output.count("SIGUSR1 from the supervisor: stopping now") == 2, output
+        assert "Traceback" not in output, output
