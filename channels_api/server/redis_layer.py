@@ -72,13 +72,18 @@ INTERNALS = (
 
 logger = logging.getLogger(__name__)
 
-REDIAL_FIRST_DELAY_SECONDS = 0.01
+REDIAL_FIRST_DELAY_SECONDS = 0.0125
 REDIAL_MAX_DELAY_SECONDS = 0.05
-"""A lost pub/sub connection is redialled after 10 ms, then at doubling intervals up to every
-50 ms: subscriptions are back within about 50 ms of Redis answering again, for at most twenty
-connection attempts a second per server (or Sentinel lookups) while it stays down."""
+"""A lost pub/sub connection is redialled at intervals of 12.5 ms, then 25 ms, then 50 ms: its
+subscriptions are back within about 50 ms of Redis answering again, for at most twenty
+connection attempts (or Sentinel lookups) a second per server while it stays down. The
+attempts fall on multiples of the interval on the wall clock, so every process (on clocks
+kept in step by NTP) redials at the same moments and gets its subscriptions back at once."""
 RESTORE_TIMEOUT_SECONDS = 2.0
 """A redial whose resubscription is not confirmed by then counts as failed and is retried."""
+WATCH_GROUP = "wc-connection"
+"""A group every process subscribes on every server it uses and nobody publishes to (no
+channel id maps to it: their groups start with ``wc.``); see ``_RedisShard._watch``."""
 
 
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[misc]
@@ -177,6 +182,7 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
     so this process never answers 204 for a message its own subscribers would miss, and a
     subscriber is never told it is subscribed when it is not (one attribute read per publish)."""
     _lost_at = 0.0
+    _watching: object = ()  # the pub/sub connection object watched; never None, which _pubsub starts as
 
     @property
     def server(self) -> str:
@@ -191,13 +197,28 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
     async def publish(self, channel: str, message: bytes) -> None:
         self._refuse_while_restoring()
         with self._named_failures(answered=True):
+            if self._watching is not self._pubsub:
+                await self._watch()
             await super().publish(channel, message)
 
     async def subscribe(self, channel: str) -> None:
         self._refuse_while_restoring()
         # Only a new subscription asks Redis; a known one returns without a word from it.
         with self._named_failures(answered=channel not in self._subscribed_to):
+            if self._watching is not self._pubsub:
+                await self._watch()
             await super().subscribe(channel)
+
+    async def _watch(self) -> None:
+        """Subscribe :data:`WATCH_GROUP` on this server, once per pub/sub connection object.
+
+        Then the receive loop reads at all times, also in a process that only publishes, so
+        every process notices a lost connection at once and follows the same redial schedule
+        from the same moment: a publishing process answers 204 again when its subscription is
+        back, which is when the other processes' come back too.
+        """
+        await super().subscribe(self.channel_layer._get_group_channel_name(WATCH_GROUP))
+        self._watching = self._pubsub
 
     async def unsubscribe(self, channel: str) -> None:
         with self._named_failures(answered=False):
@@ -251,7 +272,7 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
                 raise
             except Exception as exc:
                 self._lost(exc)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay - time.time() % delay)  # the next multiple of delay
                 delay = min(2 * delay, REDIAL_MAX_DELAY_SECONDS)
                 continue
             self._deliver(message)
@@ -285,22 +306,29 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
                 elif message["data"] == marker:  # not an earlier attempt's answer
                     break
         self.restoring = False
+        # The outage's end is logged once: here, or by the next command Redis answers.
+        ended, self.failing = ("channel layer available again: " if self.failing else ""), False
         logger.warning(
-            "Redis pub/sub connection restored: subscriptions on %s active again %.2f s after the loss",
+            "%sRedis pub/sub connection restored: subscriptions on %s active again %.3f s after the loss",
+            ended,
             self.server,
             time.monotonic() - self._lost_at,
         )
 
     def _lost(self, exc: Exception) -> None:
-        if not self.restoring:
-            self.restoring, self._lost_at = True, time.monotonic()
-            logger.warning(
-                "Redis pub/sub connection lost (%s: %s); publishes and subscribes through %s get 503 "
-                "and 4013 until its subscriptions are restored",
-                type(exc).__name__,
-                exc,
-                self.server,
-            )
+        if self.restoring:
+            return
+        self.restoring, self._lost_at = True, time.monotonic()
+        # The outage's start is logged once: here, or already by a command that failed.
+        began, self.failing = ("" if self.failing else "channel layer unavailable: "), True
+        logger.warning(
+            "%sRedis pub/sub connection lost (%s: %s); publishes and subscribes through %s get 503 "
+            "and 4013 until its subscriptions are restored",
+            began,
+            type(exc).__name__,
+            exc,
+            self.server,
+        )
 
 
 def _what_failed(exc: BaseException) -> str:
