@@ -30,6 +30,7 @@ from tests.nginx import Nginx, nginx_binary, proxying
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.slow,  # nginx, two servers and a Redis
     pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (Debian: apt-get install nginx)"),
 ]
 
@@ -188,7 +189,6 @@ class Client:
                 self.received += 1
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("drain_window", [2.0, 8.0], ids=["default-window", "wider-window"])
 async def test_5000_subscribers_drained_at_once_are_reestablished_through_nginx(
     tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, drain_window: float
