@@ -39,12 +39,44 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
     return values[0] if values else None
 
 
+FRAMES_PARAMETER = "frames"
+FRAME_KINDS = ("binary", "text")
+"""``?frames=`` values: ``binary`` (the default) or ``text`` (valid UTF-8 payloads as text frames)."""
+
+
+def frames_from_scope(scope: dict[str, Any]) -> str | None:
+    """The requested frame kind, ``binary`` without the parameter; None for any other value."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    values = query.get(FRAMES_PARAMETER)
+    if not values:
+        return "binary"
+    return values[0] if len(values) == 1 and values[0] in FRAME_KINDS else None
+
+
+_last_text: tuple[bytes, str | None] = (b"", "")
+
+
+def utf8_text(data: bytes) -> str | None:
+    """``data`` decoded if it is valid UTF-8, else None; decoded once per message for all subscribers."""
+    global _last_text
+    last, text = _last_text
+    if data is last:
+        return text
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    _last_text = (data, text)
+    return text
+
+
 _open_sockets = 0
 """Subscriber sockets open in this process (``server.max_connections`` caps it)."""
 
 
 class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
-    """Relays every message published to a channel as one binary frame with exactly its bytes.
+    """Relays every message published to a channel as one binary frame with exactly its bytes
+    (with ``?frames=text``, a valid UTF-8 payload as a text frame: the same bytes).
 
     Refusals happen at the handshake, never after it: a bad channel id (also one that is
     not valid percent-encoded UTF-8 in the URL) or a missing, invalid, expired or
@@ -91,6 +123,12 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.debug("subscribe refused: %s", exc)
             await self._refuse(exc.refusal)
             return
+        frames = frames_from_scope(self.scope)
+        if frames is None:  # a typo would otherwise silently give binary frames
+            await self._refuse(RefusalReason.INVALID_FRAMES)
+            return
+        if frames == "text":
+            self.relay_message = self.relay_text_message  # type: ignore[method-assign]
         # Counted from here, before the first await, so concurrent handshakes cannot all
         # pass the max_connections check while group_add waits for Redis.
         self.group = group_name(channel_id)
@@ -158,6 +196,20 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """
         if not self.closing:
             await self.base_send({"type": "websocket.send", "bytes": event["data"]})
+            if event is not delivery_lag.last:
+                delivery_lag.written(event)
+
+    async def relay_text_message(self, event: RelayMessage) -> None:
+        """For ``?frames=text``: a valid UTF-8 payload as a text frame, any other as binary.
+
+        The bytes on the wire are the published ones either way.
+        """
+        if not self.closing:
+            text = utf8_text(event["data"])
+            if text is None:
+                await self.base_send({"type": "websocket.send", "bytes": event["data"]})
+            else:
+                await self.base_send({"type": "websocket.send", "text": text})
             if event is not delivery_lag.last:
                 delivery_lag.written(event)
 

@@ -79,6 +79,8 @@ class RefusalReason(StrEnum):
     """A valid token for another channel."""
     INVALID_CHANNEL_ID = "invalid_channel_id"
     """The id in the URL breaks the channel-id rules or is not valid percent-encoded UTF-8."""
+    INVALID_FRAMES = "invalid_frames"
+    """The subscribe URL's ``frames`` parameter is neither ``binary`` nor ``text``."""
     MAX_CONNECTIONS = "max_connections"
     """The process already holds ``server.max_connections`` subscriber sockets."""
     LAYER_UNAVAILABLE = "layer_unavailable"

@@ -271,7 +271,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         payload = message.get("bytes")
         binary = payload is not None
         if payload is None:
-            payload = (message.get("text") or "").encode("utf-8")
+            payload = _encoded(message.get("text") or "")
         size = len(payload)
         if self.paused and self.unsent_while_paused + size > self.server.max_backlog_bytes:
             self._close_too_slow()
@@ -332,18 +332,31 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         self.sendCloseFrame(code=code, reasonUtf8=reason)
 
 
-_last_frame: tuple[bytes, bool, bytes] = (b"", True, b"\x82\x00")
+_last_binary: tuple[bytes, bytes] = (b"", b"\x82\x00")
+_last_text: tuple[bytes, bytes] = (b"", b"\x81\x00")
+_last_encoded: tuple[str, bytes] = ("", b"")
+
+
+def _encoded(text: str) -> bytes:
+    """``text`` as UTF-8, encoded once per message: text-frame subscribers get the same str in turn."""
+    global _last_encoded
+    last_text, payload = _last_encoded
+    if text is not last_text:
+        payload = text.encode("utf-8")
+        _last_encoded = (text, payload)
+    return payload
 
 
 def _frame(payload: bytes, binary: bool) -> bytes:
     """The unmasked, final WebSocket frame for ``payload``.
 
     Every subscriber of a channel gets the same payload object in turn, so the last frame
-    is kept: a fan-out frames (and copies) each message once, not once per subscriber.
+    of each kind is kept: a fan-out frames (and copies) each message once per kind (binary,
+    and text for ``?frames=text`` subscribers), not once per subscriber.
     """
-    global _last_frame
-    last_payload, last_binary, frame = _last_frame
-    if payload is last_payload and binary is last_binary:
+    global _last_binary, _last_text
+    last_payload, frame = _last_binary if binary else _last_text
+    if payload is last_payload:
         return frame
     size = len(payload)
     first = 0x82 if binary else 0x81
@@ -354,5 +367,8 @@ def _frame(payload: bytes, binary: bool) -> bytes:
     else:
         head = struct.pack("!BBQ", first, 127, size)
     frame = head + payload
-    _last_frame = (payload, binary, frame)
+    if binary:
+        _last_binary = (payload, frame)
+    else:
+        _last_text = (payload, frame)
     return frame
