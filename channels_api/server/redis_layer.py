@@ -81,6 +81,8 @@ attempts fall on multiples of the interval on the wall clock, so every process (
 kept in step by NTP) redials at the same moments and gets its subscriptions back at once."""
 RESTORE_TIMEOUT_SECONDS = 2.0
 """A redial whose resubscription is not confirmed by then counts as failed and is retried."""
+RESTORE_GRACE_SECONDS = 1.5 * REDIAL_MAX_DELAY_SECONDS
+"""Refusals go on this long after the subscriptions are back (see ``_RedisShard._restore``)."""
 WATCH_GROUP = "wc-connection"
 """A group every process subscribes on every server it uses and nobody publishes to (no
 channel id maps to it: their groups start with ``wc.``); see ``_RedisShard._watch``."""
@@ -178,9 +180,10 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
     failing = False
     restoring = False
     """From the loss of the pub/sub connection until every subscription is active on its
-    replacement. Publishes and new subscriptions through this server are refused meanwhile,
-    so this process never answers 204 for a message its own subscribers would miss, and a
-    subscriber is never told it is subscribed when it is not (one attribute read per publish)."""
+    replacement, and a grace after that (see ``_restore``). Publishes and new subscriptions
+    through this server are refused meanwhile, so this process never answers 204 for a
+    message its own subscribers would miss, and a subscriber is never told it is subscribed
+    when it is not (one attribute read per publish)."""
     _lost_at = 0.0
     _watching: object = ()  # the pub/sub connection object watched; never None, which _pubsub starts as
 
@@ -284,11 +287,15 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
             logger.exception("a message from Redis %s could not be decoded; dropped", self.server)
 
     async def _restore(self, pubsub: Any) -> None:
-        """Redial if needed, then wait for the answer to a PING sent after the resubscription.
+        """Redial if needed, then wait for the answer to a PING sent after the resubscription,
+        and go on refusing for :data:`RESTORE_GRACE_SECONDS` more.
 
         redis-py's ``PubSub`` replays every subscription it knows as the first command on a new
         connection, and Redis answers a connection's commands in order, so the PING's answer
-        proves every subscription is active again.
+        proves every subscription is active again. The grace covers the other processes: one
+        whose redial at the same moment just missed the server's return (or a new master not
+        yet announced) redials at the next moment of the grid and is back before this process
+        answers 204 again.
         """
         marker = uuid.uuid4().hex.encode()
         async with self._lock:  # subscribe and unsubscribe redial too: never two redials at once
@@ -305,6 +312,10 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
                     self._deliver(message)
                 elif message["data"] == marker:  # not an earlier attempt's answer
                     break
+        back = time.monotonic()
+        graced = back + RESTORE_GRACE_SECONDS
+        while (left := graced - time.monotonic()) > 0:  # delivering meanwhile
+            self._deliver(await pubsub.get_message(ignore_subscribe_messages=True, timeout=left))
         self.restoring = False
         # The outage's end is logged once: here, or by the next command Redis answers.
         ended, self.failing = ("channel layer available again: " if self.failing else ""), False
@@ -312,7 +323,7 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
             "%sRedis pub/sub connection restored: subscriptions on %s active again %.3f s after the loss",
             ended,
             self.server,
-            time.monotonic() - self._lost_at,
+            back - self._lost_at,
         )
 
     def _lost(self, exc: Exception) -> None:
