@@ -2,11 +2,12 @@
 
 from django.urls import path
 
-from . import views
+from . import client_js, views
 
 urlpatterns = [
     path("webchannel/v1/channels", views.create_channel, name="create_channel"),
     path("webchannel/v1/channels/<path:channel_id>", views.publish, name="publish"),
+    path("webchannel/v1/client.js", client_js.client_js, name="client_js"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics_view, name="metrics"),
