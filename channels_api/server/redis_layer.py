@@ -278,7 +278,10 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
                 await asyncio.sleep(delay - time.time() % delay)  # the next multiple of delay
                 delay = min(2 * delay, REDIAL_MAX_DELAY_SECONDS)
                 continue
-            self._deliver(message)
+            try:  # inline rather than _deliver: this is every message's path
+                self._receive_message(message)
+            except Exception:  # a message nobody here can decode must not stop the loop
+                logger.exception("a message from Redis %s could not be decoded; dropped", self.server)
 
     def _deliver(self, message: dict[str, Any] | None) -> None:
         try:
