@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import logging
-import time
-from datetime import UTC, datetime
 from http import HTTPStatus
 
 from channels.layers import get_channel_layer
@@ -17,18 +14,15 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics
-from .auth import api_key_matches, bearer_token, credentials_match, issue_token, verify_token
+from .auth import api_key_matches, bearer_token, credentials_match, verify_token
 from .config import Config
-from .events import relay_message
 from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, WrongChannel
-from .layers import layer_outage, readiness
-from .names import channel_id_from_url, generate_channel_id, group_name, validate_channel_id
+from .layers import readiness
+from .names import channel_id_from_url, generate_channel_id, validate_channel_id
 from .problems import api_view
+from .publishing import MessageTooLarge, new_channel, send_to_channel
 
 logger = logging.getLogger(__name__)
-
-PUBLISH_TIMEOUT_SECONDS = 2.0
-"""A publish the channel layer has not taken by then answers 503 instead of hanging."""
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="webchannel"'}
 _API_KEY_CHALLENGE = {"WWW-Authenticate": 'ApiKey realm="webchannel", header="x-api-key"'}
@@ -80,11 +74,7 @@ async def create_channel(request: HttpRequest) -> HttpResponse:
     """Issue a token for a new (or the requested) channel id."""
     _require_api_key(request)
     channel_id = _requested_channel_id(request.body)
-    config = _config()
-    issued = issue_token(channel_id, config.secret_keys[0], config.channel.ttl)
-    metrics.channels_created.inc()
-    expires_at = datetime.fromtimestamp(issued.expires_at, UTC).isoformat().replace("+00:00", "Z")
-    return JsonResponse({"channelId": channel_id, "token": issued.token, "expiresAt": expires_at})
+    return JsonResponse(new_channel(channel_id))
 
 
 def _path_channel_id(request: HttpRequest, channel_id: str) -> str:
@@ -123,19 +113,12 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     channel_id = _path_channel_id(request, channel_id)
     _require_publisher(request, channel_id)
     body = request.body
-    layer = get_channel_layer()
-    group = group_name(channel_id)
     try:
-        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-            # Wall-clock time: the subscribers' process may be another one, through Redis.
-            await layer.group_send(group, relay_message(body, time.time()))
-    except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean 503
-        layer_outage.failed("publish", exc)
-        raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the channel layer is unavailable; retry later") from None
-    layer_outage.succeeded()
-    metrics.messages_published.inc()
-    metrics.messages_published_bytes.inc(len(body))
-    await layer.backpressure(group)  # answer no faster than this process delivers
+        await send_to_channel(channel_id, body)
+    except MessageTooLarge as exc:
+        raise Problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
+    except LayerUnavailable as exc:
+        raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
     response = HttpResponse(status=HTTPStatus.NO_CONTENT)
     del response["Content-Type"]  # there is no content
     return response

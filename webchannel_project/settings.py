@@ -4,20 +4,13 @@ Nothing here is meant to be edited per deployment: use a TOML file (``-c`` or
 ``WC_CONFIG_FILE``), ``WC_*`` variables and a ``.env`` file, documented in the README.
 """
 
-import os
 import secrets
 
-from channels_api.config import CREATE_BODY_LIMIT, Config, load_config
-from channels_api.envfile import read_env_file
-from channels_api.exceptions import ConfigError
+from channels_api.config import CREATE_BODY_LIMIT, Config
+from channels_api.host_settings import channel_layers, load_webchannel_config
 from channels_api.logs import logging_settings
-from channels_api.management.cli import exit_with_config_error
-from channels_api.redis_hosts import layer_hosts
 
-try:
-    WEBCHANNEL: Config = load_config(None, os.environ, read_env_file(os.environ))
-except ConfigError as exc:  # wherever the settings are loaded
-    exit_with_config_error(str(exc))
+WEBCHANNEL: Config = load_webchannel_config()  # a bad configuration exits here, with one line
 
 # Django signs nothing that must outlive the process (no sessions, no CSRF cookies).
 SECRET_KEY = secrets.token_urlsafe(50)
@@ -50,26 +43,7 @@ USE_I18N = False
 DATA_UPLOAD_MAX_MEMORY_SIZE = None
 FILE_UPLOAD_MAX_MEMORY_SIZE = max(WEBCHANNEL.channel.max_message_size, CREATE_BODY_LIMIT) + 1
 
-if WEBCHANNEL.redis.enabled:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_api.server.redis_layer.RedisPubSubChannelLayer",
-            "CONFIG": {
-                # one entry per server (a shard each), or one Sentinel entry; connect timeouts and
-                # health checks (which PING the pub/sub connection, so a dead one is redialled)
-                "hosts": layer_hosts(WEBCHANNEL.redis),
-                "prefix": WEBCHANNEL.redis.prefix,  # starts every Redis channel name
-                "max_backlog_bytes": WEBCHANNEL.server.max_backlog_bytes,
-            },
-        }
-    }
-else:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_api.layers.InMemoryChannelLayer",
-            "CONFIG": {"max_backlog_bytes": WEBCHANNEL.server.max_backlog_bytes},
-        }
-    }
+CHANNEL_LAYERS = channel_layers(WEBCHANNEL)  # shared with host projects (webchannel_settings)
 
 CORS_ALLOWED_ORIGINS = list(WEBCHANNEL.server.cors_origins)
 CORS_ALLOW_ALL_ORIGINS = WEBCHANNEL.server.cors_allow_any_origin

@@ -1,0 +1,102 @@
+"""Creating a channel and publishing to it: the one implementation behind the HTTP views and
+the in-process API (``channels_api.publish``, ``publish_sync``, ``create_channel``).
+
+The views add what belongs to HTTP (credentials, the path and body, problem+json); every
+rule about the message itself (the channel id, the size limit, the 2 s bound on the channel
+layer, the metrics) lives here, so Django code in a worker process publishes under exactly
+the rules an HTTP publisher does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import metrics
+from .auth import issue_token
+from .config import Config
+from .events import relay_message
+from .exceptions import LayerUnavailable, WebchannelError
+from .layers import layer_outage
+from .names import generate_channel_id, group_name, validate_channel_id
+
+PUBLISH_TIMEOUT_SECONDS = 2.0
+"""A publish the channel layer has not taken by then fails (503 over HTTP) instead of hanging."""
+
+
+class MessageTooLarge(WebchannelError, ValueError):
+    """The message is larger than ``channel.max_message_size`` (413 over HTTP)."""
+
+
+class CreatedChannel(TypedDict):
+    """What creating a channel answers: the id, a subscriber token and its expiry (ISO 8601, UTC)."""
+
+    channelId: str
+    token: str
+    expiresAt: str
+
+
+def _config() -> Config:
+    return settings.WEBCHANNEL  # type: ignore[no-any-return]
+
+
+def new_channel(channel_id: str | None = None) -> CreatedChannel:
+    """Issue a token for ``channel_id`` (validated), or for a freshly generated id."""
+    channel_id = generate_channel_id() if channel_id is None else validate_channel_id(channel_id)
+    config = _config()
+    issued = issue_token(channel_id, config.secret_keys[0], config.channel.ttl)
+    metrics.channels_created.inc()
+    expires_at = datetime.fromtimestamp(issued.expires_at, UTC).isoformat().replace("+00:00", "Z")
+    return {"channelId": channel_id, "token": issued.token, "expiresAt": expires_at}
+
+
+def check_message_size(data: bytes) -> None:
+    """Refuse a message over ``channel.max_message_size`` with a message that names both sizes."""
+    limit = _config().channel.max_message_size
+    if len(data) > limit:
+        raise MessageTooLarge(f"the message is {len(data)} bytes; channel.max_message_size is {limit}")
+
+
+async def send_to_channel(channel_id: str, data: bytes) -> None:
+    """Relay ``data`` to every subscriber of an already validated ``channel_id``.
+
+    Raises :class:`MessageTooLarge`, or :class:`LayerUnavailable` when the channel layer
+    fails or has not taken the message within :data:`PUBLISH_TIMEOUT_SECONDS`.
+    """
+    check_message_size(data)
+    layer = get_channel_layer()
+    group = group_name(channel_id)
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+            # Wall-clock time: the subscribers' process may be another one, through Redis.
+            await layer.group_send(group, relay_message(data, time.time()))
+    except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean unavailable
+        layer_outage.failed("publish", exc)
+        raise LayerUnavailable("the channel layer is unavailable; retry later") from exc
+    layer_outage.succeeded()
+    metrics.messages_published.inc()
+    metrics.messages_published_bytes.inc(len(data))
+    await layer.backpressure(group)  # return no faster than this process delivers
+
+
+async def publish(channel_id: str, data: bytes) -> Any:
+    """Publish ``data`` to the subscribers of ``channel_id`` through the configured channel layer.
+
+    Raises :class:`~channels_api.exceptions.InvalidChannelId`, :class:`MessageTooLarge` or
+    :class:`~channels_api.exceptions.LayerUnavailable`.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be bytes, not {type(data).__name__}")
+    await send_to_channel(validate_channel_id(channel_id), bytes(data))
+    return None
+
+
+def publish_sync(channel_id: str, data: bytes) -> Any:
+    """:func:`publish` for synchronous code (a management command, a task queue worker)."""
+    return async_to_sync(publish)(channel_id, data)
