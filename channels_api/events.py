@@ -38,6 +38,21 @@ def relay_overflow(dropped: int) -> RelayOverflow:
     return {"type": "relay.overflow", "dropped": dropped}
 
 
+class RelayClose(TypedDict):
+    """The channel was closed (``DELETE``): every subscriber, of every transport, writes ``data``
+    (if present) as its last message, then closes (WebSockets with
+    :attr:`CloseCode.CHANNEL_CLOSED`; an event stream ends)."""
+
+    type: Literal["relay.close"]
+    data: NotRequired[bytes]
+
+
+def relay_close(data: bytes | None = None) -> RelayClose:
+    if data is None:
+        return {"type": "relay.close"}
+    return {"type": "relay.close", "data": data}
+
+
 MESSAGE_OVERHEAD_BYTES = 160
 """What a queued message costs beyond its payload (dict, bytes object, deque slot), roughly."""
 
@@ -51,6 +66,8 @@ class CloseCode(IntEnum):
     """
 
     NORMAL = 1000
+    CHANNEL_CLOSED = 4000
+    """The channel was closed by its owner (``DELETE``): do not reconnect."""
     SERVICE_RESTART = 1012
     """The server is shutting down or restarting: reconnect (with backoff)."""
     DATA_FROM_CLIENT = 4003

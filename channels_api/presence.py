@@ -1,0 +1,336 @@
+"""Who is listening: subscribers per channel, counted in this process and across all of them.
+
+Every subscriber (WebSocket or Server-Sent Events) calls :func:`joined` once it receives the
+channel's messages and :func:`left` when it goes. Reading a count is a dict lookup
+(:func:`count`), so the publish path asks Redis nothing; with Redis configured, a background
+task per process keeps the others' counts cached:
+
+- each process writes its non-zero counts to a hash of its own,
+  ``<redis.prefix>__presence__<process id>`` (group name to count), only the fields that
+  changed, and renews its expiry of :data:`EXPIRY_SECONDS` every :data:`REFRESH_SECONDS`;
+- the hash ``<redis.prefix>__presence`` lists the processes with subscribers, each with a
+  version that changes when its counts do; a process re-reads only the hashes whose version
+  changed, and for the others asks only whether they still exist;
+- a process killed without a word (``kill -9``) stops renewing: its hash expires, and every
+  other process drops its subscribers at its next refresh, so at most
+  :data:`GHOST_BOUND_SECONDS` after the kill.
+
+A channel's first subscriber is written at once (not at the next refresh), so a publisher
+waiting for a listener (:func:`wait_for_listener`) sees it within a fraction of a second.
+The keys live on the first Redis server of ``redis.url`` (or the Sentinel master). Without
+Redis, the counts are this process's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EXPIRY_SECONDS",
+    "GHOST_BOUND_SECONDS",
+    "REFRESH_SECONDS",
+    "Presence",
+    "count",
+    "count_now",
+    "joined",
+    "left",
+    "presence",
+    "wait_for_listener",
+]
+
+REFRESH_SECONDS = 1.0
+"""How often a process renews its counts in Redis and reads the other processes' counts."""
+EXPIRY_SECONDS = 3.0
+"""A process's counts expire this long after its last renewal (three missed renewals)."""
+GHOST_BOUND_SECONDS = EXPIRY_SECONDS + REFRESH_SECONDS
+"""The longest a killed process's subscribers are still counted by the others."""
+EARLY_WRITE_SPACING_SECONDS = 0.05
+"""A new first subscriber is written at once, but writes come at most this often."""
+POLL_SECONDS = 0.2
+"""While a publisher waits for a listener, other processes are asked this often."""
+REDIS_TIMEOUT_SECONDS = 2.0
+"""A presence command Redis has not answered by then fails (the cached counts stay in use)."""
+
+
+class Presence:
+    """Subscriber counts: exact for this process, cached for the others (see the module's docstring)."""
+
+    def __init__(self, process_id: str | None = None) -> None:
+        self.process_id = process_id or uuid.uuid4().hex
+        self.local: dict[str, int] = {}
+        self.others: dict[str, int] = {}
+        """Sum over the other processes of their counts, as of the last refresh."""
+        self._changed: set[str] = set()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._peers: dict[str, tuple[bytes, dict[str, int]]] = {}  # process id: (version, counts)
+        self._stale_peers: list[str] = []  # gone processes still listed, removed at the next write
+        self._version = 0
+        self._rewrite = True  # write every count (first write, or after our hash was lost)
+        self._synced_at = 0.0
+        self._failing = False
+        self._client: Any = None
+        self._prefix = ""
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+
+    # --- this process's subscribers -----------------------------------------------------------
+
+    def joined(self, group: str) -> None:
+        """A subscriber of ``group`` now receives its messages (after joining the channel layer's group)."""
+        n = self.local.get(group, 0) + 1
+        self.local[group] = n
+        self._changed.add(group)
+        if n == 1:
+            self._ensure_started()
+            if self._wake is not None:
+                self._wake.set()  # a first listener is written now: a waiting publisher may be elsewhere
+        for waiter in self._waiters.pop(group, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def left(self, group: str) -> None:
+        """A subscriber of ``group`` is gone (once per :meth:`joined`)."""
+        n = self.local.get(group, 0) - 1
+        if n > 0:
+            self.local[group] = n
+        else:
+            self.local.pop(group, None)
+        self._changed.add(group)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def count(self, group: str) -> int:
+        """Subscribers of ``group`` in every process: this one's exact, the others' as last refreshed."""
+        if self._task is None:
+            self._ensure_started()
+        return self.local.get(group, 0) + self.others.get(group, 0)
+
+    async def count_now(self, group: str) -> int:
+        """Subscribers of ``group`` in every process, the others' asked of Redis now (the cached
+        count if Redis does not answer)."""
+        self._ensure_started()
+        if self._client is None:
+            return self.local.get(group, 0)
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                processes = await self._client.hkeys(self._registry)
+                peers = [p.decode() for p in processes if p.decode() != self.process_id]
+                if not peers:
+                    return self.local.get(group, 0)
+                pipe = self._client.pipeline(transaction=False)
+                for peer in peers:
+                    pipe.hget(self._key(peer), group)
+                counts = await pipe.execute()
+        except Exception as exc:
+            self._failed(exc)
+            return self.count(group)
+        return self.local.get(group, 0) + sum(int(n) for n in counts if n is not None)
+
+    async def wait_for_listener(self, group: str, seconds: float) -> int:
+        """Wait up to ``seconds`` until ``group`` has a subscriber in some process; return how many
+        it has (0 if none came in time)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            found = self.local.get(group, 0) or await self.count_now(group)
+            left = deadline - loop.time()
+            if found or left <= 0:
+                return max(found, self.count(group))
+            waiter: asyncio.Future[None] = loop.create_future()
+            waiters = self._waiters.setdefault(group, [])
+            waiters.append(waiter)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(POLL_SECONDS if self._client is not None else left, left)):
+                        await waiter
+            finally:
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters and self._waiters.get(group) is waiters:
+                    del self._waiters[group]
+
+    # --- keeping the others' counts -----------------------------------------------------------
+
+    @property
+    def _registry(self) -> str:
+        return f"{self._prefix}__presence"
+
+    def _key(self, process_id: str) -> str:
+        return f"{self._prefix}__presence__{process_id}"
+
+    def _ensure_started(self) -> None:
+        """Start the refresh task on the running loop, if Redis is configured and it is not running there."""
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is _running_loop():
+            return
+        target = _redis_target()
+        if target is None:
+            self._task = _NO_TASK  # in-process layer: local counts only
+            return
+        loop = _running_loop()
+        if loop is None:
+            return
+        host, self._prefix = target
+        self._client = _client(host)
+        self._wake = asyncio.Event()
+        self._rewrite, self._peers, self.others = True, {}, {}
+        self._task = loop.create_task(self._run(), name="webchannel presence")
+
+    async def _run(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        while True:
+            try:
+                async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                    await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(exc)
+                if time.monotonic() - self._synced_at > GHOST_BOUND_SECONDS:
+                    self.others, self._peers = {}, {}  # too old to trust
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFRESH_SECONDS):
+                    await wake.wait()
+            wake.clear()
+            await asyncio.sleep(EARLY_WRITE_SPACING_SECONDS)
+
+    async def refresh(self) -> None:
+        """Write this process's changed counts, renew their expiry, and read the other processes'."""
+        client, key, registry = self._client, self._key(self.process_id), self._registry
+        changed, self._changed = self._changed, set()
+        rewrite = self._rewrite
+        expiry_ms = int(EXPIRY_SECONDS * 1000)
+        try:
+            pipe = client.pipeline(transaction=True)
+            if rewrite:
+                pipe.delete(key)
+                fields = dict(self.local)
+                gone: list[str] = []
+            else:
+                fields = {group: self.local[group] for group in changed if group in self.local}
+                gone = [group for group in changed if group not in self.local]
+            if fields:
+                pipe.hset(key, mapping=fields)
+            if gone:
+                pipe.hdel(key, *gone)
+            renewed = len(pipe.command_stack)  # the index of PEXPIRE's answer: 0 if our hash is gone
+            pipe.pexpire(key, expiry_ms)
+            if rewrite or changed:
+                self._version += 1
+            if self.local:
+                pipe.hset(registry, self.process_id, self._version)
+                pipe.pexpire(registry, expiry_ms)
+            else:
+                pipe.hdel(registry, self.process_id)
+            if self._stale_peers:
+                pipe.hdel(registry, *self._stale_peers)
+            pipe.hgetall(registry)
+            results = await pipe.execute()
+        except BaseException:
+            self._changed |= changed
+            self._rewrite = True
+            raise
+        self._stale_peers = []
+        self._rewrite = bool(self.local) and not results[renewed]
+        if self._rewrite and self._wake is not None:
+            self._wake.set()  # our hash was gone (Redis restarted, or this process stalled): rewrite soon
+        await self._read_peers(results[-1])
+        self._synced_at = time.monotonic()
+        if self._failing:
+            self._failing = False
+            logger.info("subscriber counts are shared through Redis again")
+
+    async def _read_peers(self, registry: dict[bytes, bytes]) -> None:
+        plan: list[tuple[str, bytes, bool]] = []
+        pipe = self._client.pipeline(transaction=False)
+        for raw, version in registry.items():
+            peer = raw.decode()
+            if peer == self.process_id:
+                continue
+            known = self._peers.get(peer)
+            fresh = known is None or known[0] != version
+            (pipe.hgetall if fresh else pipe.exists)(self._key(peer))
+            plan.append((peer, version, fresh))
+        answers = await pipe.execute() if plan else []
+        peers: dict[str, tuple[bytes, dict[str, int]]] = {}
+        for (peer, version, fresh), answer in zip(plan, answers, strict=True):
+            if not answer:  # expired (killed, stalled) or emptied: none of its subscribers count
+                self._stale_peers.append(peer)
+            elif fresh:
+                peers[peer] = (version, {group.decode(): int(n) for group, n in answer.items()})
+            else:
+                peers[peer] = self._peers[peer]
+        if peers.keys() != self._peers.keys() or any(peers[p] is not self._peers.get(p) for p in peers):
+            others: dict[str, int] = {}
+            for _, counts in peers.values():
+                for group, n in counts.items():
+                    others[group] = others.get(group, 0) + n
+            self.others = others
+        self._peers = peers
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self._failing:
+            self._failing = True
+            logger.warning(
+                "subscriber counts could not be shared through Redis (%s); other processes' counts "
+                "are the last known, and are dropped after %g s",
+                type(exc).__name__,
+                GHOST_BOUND_SECONDS,
+            )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _NoTask:
+    """Stands for the refresh task when there is nothing to refresh (no Redis)."""
+
+    def done(self) -> bool:
+        return False
+
+    def get_loop(self) -> asyncio.AbstractEventLoop | None:
+        return _running_loop()
+
+
+_NO_TASK: Any = _NoTask()
+
+
+def _redis_target() -> tuple[dict[str, Any], str] | None:
+    """The first Redis host entry and ``redis.prefix``, or None with the in-process layer."""
+    from django.conf import settings
+
+    from .redis_hosts import layer_hosts
+
+    redis = settings.WEBCHANNEL.redis
+    if not redis.enabled:
+        return None
+    return layer_hosts(redis)[0], redis.prefix
+
+
+def _client(host: dict[str, Any]) -> Any:
+    from channels_redis.utils import create_pool
+    from redis.asyncio import Redis
+
+    return Redis(connection_pool=create_pool({**host, "socket_timeout": REDIS_TIMEOUT_SECONDS}))
+
+
+presence = Presence()
+"""This process's counts: what subscribers report to and what the views read."""
+
+joined = presence.joined
+left = presence.left
+count = presence.count
+count_now = presence.count_now
+wait_for_listener = presence.wait_for_listener
