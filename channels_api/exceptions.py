@@ -8,6 +8,7 @@
     │   ├── InvalidToken        missing, malformed, wrongly signed or not yet valid: 401
     │   │   └── ExpiredToken    correctly signed, but past its expiry: 401
     │   └── WrongChannel        valid, but for another channel: 403
+    ├── ScopeDenied             a valid token or API key that does not allow the action: 403
     ├── InvalidChannelId        the text (or its percent-encoding in a URL) cannot be a channel id
     ├── LayerUnavailable        the channel layer did not carry a message (Redis down or wedged)
     └── Problem                 an HTTP error with its status, answered as problem+json
@@ -55,6 +56,14 @@ class WrongChannel(TokenError):
     """A valid token, but for another channel: authenticated, not authorised."""
 
     refusal = RefusalReason.WRONG_CHANNEL
+
+
+class ScopeDenied(WebchannelError):
+    """A valid credential whose scope does not include the action asked for: authenticated, not authorised.
+
+    Not a :class:`TokenError`: it never refuses a subscribe (every token may subscribe),
+    and it applies to API keys as well.
+    """
 
 
 class InvalidChannelId(WebchannelError, ValueError):
