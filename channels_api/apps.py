@@ -68,5 +68,5 @@ def announce_generated_secrets() -> dict[str, str]:
             "(set channel.api_keys or WC_CHANNEL__API_KEYS)",
             config.channel.api_keys[0],
         )
-    values = {"channel.secret_key": config.channel.secret_key, "channel.api_keys": config.channel.api_keys[0]}
+    values = {"channel.secret_key": config.channel.secret_key, "channel.api_keys": ",".join(config.channel.api_keys)}
     return {SHARED_SECRET_VARIABLES[key]: str(values[key]) for key in config.generated}

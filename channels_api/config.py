@@ -13,7 +13,9 @@ secrets) and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
+import json
 import math
 import re
 import secrets
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .auth import API_KEY_ACTIONS, API_KEYS_LABEL, ApiKey
 from .envfile import EnvFile
 from .exceptions import ConfigError
 from .logs import ENV_LOG, LogConfig, parse_log_spec, parse_trusted_proxy
@@ -87,6 +90,56 @@ def _api_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
         if not _TOKEN_CHARS.fullmatch(key):
             raise ValueError("expected keys of visible ASCII characters (no spaces)")
     return keys
+
+
+class EntryProblem(ValueError):
+    """A problem with one field of one entry of a list of tables, e.g. ``[2].scopes``: the
+    error names the entry and field, not the value (it may hold a key)."""
+
+    def __init__(self, at: str, message: str) -> None:
+        super().__init__(message)
+        self.at = at
+
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_KEY_FIELDS = ("name", "key", "scopes")
+
+
+def _named_keys(value: Any) -> tuple[ApiKey, ...]:
+    """``[[channel.keys]]``: a list of tables with a log-safe ``name``, a ``key`` and its ``scopes``."""
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a list of tables, e.g. [[channel.keys]] with name, key and scopes")
+    entries: list[ApiKey] = []
+    for index, entry in enumerate(value):
+        at = f"[{index}]"
+        if not isinstance(entry, dict):
+            raise EntryProblem(at, "expected a table with name, key and scopes")
+        for field_name in entry:
+            if field_name not in _KEY_FIELDS:
+                raise EntryProblem(f"{at}.{field_name}", "unknown field (known: name, key, scopes)")
+        for field_name in _KEY_FIELDS:
+            if field_name not in entry:
+                raise EntryProblem(f"{at}.{field_name}", "missing")
+        name, key, scopes = entry["name"], entry["key"], entry["scopes"]
+        if not isinstance(name, str) or not _KEY_NAME.fullmatch(name):
+            raise EntryProblem(
+                f"{at}.name", "expected 1 to 64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        if name == API_KEYS_LABEL:
+            raise EntryProblem(f"{at}.name", f"{API_KEYS_LABEL!r} is reserved for the keys of channel.api_keys")
+        if any(other.name == name for other in entries):
+            raise EntryProblem(f"{at}.name", f"{name!r} is the name of an earlier entry; names must be unique")
+        if not isinstance(key, str) or not _TOKEN_CHARS.fullmatch(key):
+            raise EntryProblem(f"{at}.key", "expected a key of visible ASCII characters (no spaces)")
+        if any(other.key == key for other in entries):
+            raise EntryProblem(f"{at}.key", "the same key as an earlier entry; every key must be different")
+        if not isinstance(scopes, list | tuple) or not scopes or not all(isinstance(s, str) for s in scopes):
+            raise EntryProblem(f"{at}.scopes", f"expected a non-empty list of: {', '.join(API_KEY_ACTIONS)}")
+        unknown = [s for s in scopes if s not in API_KEY_ACTIONS]
+        if unknown:
+            raise EntryProblem(f"{at}.scopes", f"unknown scope {unknown[0]!r} (known: {', '.join(API_KEY_ACTIONS)})")
+        entries.append(ApiKey(name, key, frozenset(scopes)))
+    return tuple(entries)
 
 
 def _secret_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -298,8 +351,17 @@ class ChannelConfig:
     )
     api_keys: tuple[str, ...] = setting(
         (),
-        "API keys for creating channels and publishing. Unset: one is generated and logged.",
+        "API keys with every scope (create, publish, info, close). Unset, and no channel.keys "
+        "either: one is generated and logged.",
         check=_api_keys,
+        secret=True,
+    )
+    keys: tuple[ApiKey, ...] = setting(
+        (),
+        "Named API keys limited to scopes, usually written as [[channel.keys]] tables: name (shown in "
+        "access-log lines and the key label of webchannel_api_requests_total), key, scopes (any of "
+        "create, publish, info, close). In the environment: a JSON array of such objects.",
+        check=_named_keys,
         secret=True,
     )
     ttl: int = setting(3600, "Token lifetime in seconds (at most 10 years).", check=_ttl)
@@ -366,6 +428,13 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     source: str | None = None
     generated: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def api_key_entries(self) -> tuple[ApiKey, ...]:
+        """Every API key to compare a presented one with: ``channel.api_keys`` (every scope,
+        the fixed name ``api_keys``) and the named ``channel.keys``. Built once."""
+        every = frozenset(API_KEY_ACTIONS)
+        return (*(ApiKey(API_KEYS_LABEL, key, every) for key in self.channel.api_keys), *self.channel.keys)
 
     @property
     def secret_keys(self) -> tuple[str, ...]:
@@ -441,6 +510,7 @@ def _describe(kind: Any) -> str:
         bool: "true or false",
         tuple[str, ...]: "a list of strings",
         str | None: "a string",
+        tuple[ApiKey, ...]: "a list of tables",
     }[kind]
 
 
@@ -454,6 +524,8 @@ def _from_toml(key: Key, value: Any) -> Any:
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind == tuple[ApiKey, ...]:
+        return value  # checked, entry by entry, by the key's check
     if kind == tuple[str, ...]:
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return tuple(value)
@@ -485,6 +557,14 @@ def _from_env(key: Key, text: str) -> Any:
         raise ValueError("expected true or false")
     if kind == tuple[str, ...]:
         return _split_list(text)
+    if kind == tuple[ApiKey, ...]:
+        if not text.strip():
+            return []
+        try:
+            return json.loads(text)
+        except ValueError:
+            example = '[{"name": "ci", "key": "...", "scopes": ["publish"]}]'
+            raise ValueError(f"expected a JSON array, e.g. {example}") from None
     # int()/float() rather than django-environ's casts, which read "1e3" as 13.0 and "12abc" as 12.0.
     try:
         number = kind(text.strip())
@@ -504,6 +584,9 @@ def _apply(key: Key, raw: Any, where: str, convert: typing.Callable[[Key, Any], 
     try:
         value = convert(key, raw)
         return key.check(value) if key.check and value is not None else value
+    except EntryProblem as exc:
+        location = where if where.endswith(key.dotted) else f"{where}: {key.dotted}"
+        raise ConfigError(f"{location}{exc.at}: {exc}") from None
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}, got {_shown(key, raw)}") from None
 
@@ -598,6 +681,13 @@ def _check_together(config: Config, sources: Mapping[str, str]) -> None:
         return ", ".join(dict.fromkeys(sources[k] for k in dotted if k in sources)) or "configuration"
 
     _check_redis(config, where)
+    plain = set(config.channel.api_keys)
+    for index, entry in enumerate(config.channel.keys):
+        if entry.key in plain:
+            raise ConfigError(
+                f"{where('channel.keys', 'channel.api_keys')}: channel.keys[{index}].key is also in "
+                "channel.api_keys; every key must be different"
+            )
     if config.server.max_backlog_bytes < config.channel.max_message_size:
         raise ConfigError(
             f"{where('server.max_backlog_bytes', 'channel.max_message_size')}: server.max_backlog_bytes "
@@ -639,7 +729,7 @@ def _fill_secrets(config: Config) -> Config:
     if not channel.secret_key:
         channel = dataclasses.replace(channel, secret_key=secrets.token_urlsafe(32))
         generated.append("channel.secret_key")
-    if not channel.api_keys:
+    if not channel.api_keys and not channel.keys:
         channel = dataclasses.replace(channel, api_keys=(secrets.token_urlsafe(24),))
         generated.append("channel.api_keys")
     return dataclasses.replace(config, channel=channel, generated=tuple(generated))
