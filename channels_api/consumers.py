@@ -14,7 +14,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import metrics
-from .auth import bearer_token, verify_token
+from .auth import BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL, authorize, bearer_token
 from .delivery_lag import delivery_lag
 from .events import CloseCode, RefusalReason, RelayMessage, RelayOverflow
 from .exceptions import InvalidChannelId, TokenError
@@ -28,12 +28,17 @@ SUBSCRIBE_TIMEOUT_SECONDS = 2.0
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
-    """The token from ``Authorization: Bearer`` or, for browsers, the ``access_token`` query parameter."""
+    """The token from ``Authorization: Bearer``, else, for browsers, from a
+    ``webchannel.bearer.<token>`` subprotocol (kept out of URLs and logs), else from the
+    ``access_token`` query parameter: the first source present decides, even if invalid."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             token = bearer_token(value.decode("latin-1"))
             if token:
                 return token
+    for protocol in scope.get("subprotocols", ()):
+        if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
+            return protocol[len(BEARER_SUBPROTOCOL_PREFIX) :]
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     values = query.get("access_token")
     return values[0] if values else None
@@ -118,7 +123,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             routed = self.scope["url_route"]["kwargs"]["channel_id"]
             channel_id = channel_id_from_url(routed, self.scope.get("raw_path"))
-            verify_token(token_from_scope(self.scope) or "", channel_id, settings.WEBCHANNEL.secret_keys)
+            authorize(token_from_scope(self.scope), channel_id, "subscribe", settings.WEBCHANNEL.secret_keys)
         except (InvalidChannelId, TokenError) as exc:
             logger.debug("subscribe refused: %s", exc)
             await self._refuse(exc.refusal)
@@ -141,12 +146,17 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             layer_outage.failed("subscribe", exc)
             metrics.websocket_refused.labels(reason=RefusalReason.LAYER_UNAVAILABLE.value).inc()
             await self._leave()
-            await self.accept()
+            await self.accept(self._subprotocol())
             await self._close(CloseCode.TRY_AGAIN_LATER, RefusalReason.LAYER_UNAVAILABLE)
             return
         layer_outage.succeeded()
-        await self.accept()
+        await self.accept(self._subprotocol())
         self.relay = asyncio.create_task(self._relay())
+
+    def _subprotocol(self) -> str | None:
+        """``webchannel`` when the client offered it (a browser passing its token as a
+        subprotocol must): never the token-bearing entry, which would echo the token."""
+        return SUBPROTOCOL if SUBPROTOCOL in self.scope.get("subprotocols", ()) else None
 
     async def _relay(self) -> None:
         """Hand each message of the channel to its handler, in order, until the socket goes."""

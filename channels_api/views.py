@@ -14,10 +14,19 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics
-from .auth import api_key_matches, bearer_token, credentials_match, verify_token
+from .auth import (
+    SUBSCRIBE_SCOPE,
+    ApiKey,
+    authorize,
+    bearer_token,
+    credentials_match,
+    find_api_key,
+    narrowed_token,
+)
 from .config import Config
-from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, WrongChannel
+from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, ScopeDenied, WrongChannel
 from .layers import readiness
+from .logs import note_api_key
 from .names import channel_id_from_url, generate_channel_id, validate_channel_id
 from .problems import api_view
 from .publishing import MessageTooLarge, new_channel, send_to_channel
@@ -32,12 +41,22 @@ def _config() -> Config:
     return settings.WEBCHANNEL  # type: ignore[no-any-return]
 
 
-def _require_api_key(request: HttpRequest) -> None:
+def _require_api_key(request: HttpRequest, action: str = "create") -> None:
     presented = request.headers.get("x-api-key")
     if not presented:
         raise Problem(HTTPStatus.UNAUTHORIZED, "an x-api-key header is required", headers=_API_KEY_CHALLENGE)
-    if not api_key_matches(presented, _config().channel.api_keys):
+    entry = find_api_key(presented, _config().api_key_entries)
+    if entry is None:
         raise _key_not_accepted()
+    _check_key_scope(entry, action)
+
+
+def _check_key_scope(entry: ApiKey, action: str) -> None:
+    """The key authenticated the request (its name goes to the access log): may it do ``action``?"""
+    note_api_key(entry.name)
+    if action not in entry.scopes:
+        raise Problem(HTTPStatus.FORBIDDEN, f"this API key lacks the {action!r} scope")
+    metrics.api_requests.labels(key=entry.name, action=action).inc()
 
 
 def _key_not_accepted() -> Problem:
@@ -74,7 +93,13 @@ async def create_channel(request: HttpRequest) -> HttpResponse:
     """Issue a token for a new (or the requested) channel id."""
     _require_api_key(request)
     channel_id = _requested_channel_id(request.body)
-    return JsonResponse(new_channel(channel_id))
+    created = new_channel(channel_id)
+    return JsonResponse({**created, "subscribeToken": _subscribe_token(created["token"])})
+
+
+def _subscribe_token(token: str) -> str:
+    """A token like the just-issued ``token`` (same ``cid``, ``iat`` and ``exp``) that may only subscribe."""
+    return narrowed_token(token, _config().secret_keys[0], SUBSCRIBE_SCOPE)
 
 
 def _path_channel_id(request: HttpRequest, channel_id: str) -> str:
@@ -84,11 +109,17 @@ def _path_channel_id(request: HttpRequest, channel_id: str) -> str:
         raise Problem(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
 
-def _require_publisher(request: HttpRequest, channel_id: str) -> None:
-    """Accept a valid API key, or a Bearer token for this very channel."""
+def _require_publisher(request: HttpRequest, channel_id: str, action: str = "publish") -> None:
+    """Accept an API key with the scope ``action``, or a Bearer token for this very channel that allows it.
+
+    ``action`` is ``publish``, ``info`` or ``close``. When a valid API key is presented it
+    decides (403 without the scope), whatever else the request carries.
+    """
     config = _config()
     key = request.headers.get("x-api-key")
-    if key and api_key_matches(key, config.channel.api_keys):
+    entry = find_api_key(key, config.api_key_entries) if key else None
+    if entry is not None:
+        _check_key_scope(entry, action)
         return
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
@@ -100,8 +131,8 @@ def _require_publisher(request: HttpRequest, channel_id: str) -> None:
             headers=_BEARER_CHALLENGE,
         )
     try:
-        verify_token(token, channel_id, config.secret_keys)
-    except WrongChannel as exc:
+        authorize(token, channel_id, action, config.secret_keys)
+    except (WrongChannel, ScopeDenied) as exc:
         raise Problem(HTTPStatus.FORBIDDEN, str(exc)) from None
     except InvalidToken as exc:
         raise Problem(HTTPStatus.UNAUTHORIZED, str(exc), headers=_BEARER_CHALLENGE) from None
