@@ -223,6 +223,20 @@ def access_note(note: AccessNote) -> Iterator[None]:
         _note.reset(token)
 
 
+_api_key_name: ContextVar[str | None] = ContextVar("webchannel_api_key_name", default=None)
+
+
+def note_api_key(name: str) -> None:
+    """The request being handled was authenticated by the API key called ``name``: its
+    access-log line says ``key=<name>`` (never the key itself).
+
+    A context variable of the request's task: the server writes the line from within the
+    application's ``send`` of the response's end, in the same task, and each request has a
+    task of its own.
+    """
+    _api_key_name.set(name)
+
+
 def log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
     """Daphne's ``action_logger``: one line per HTTP request and WebSocket event.
 
@@ -233,14 +247,16 @@ def log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
     path = redact_path(str(details.get("path", "")))
     client = note.client or details.get("client") or "-"
     if protocol == "http" and action == "complete":
+        key_name = _api_key_name.get()
         access_logger.info(
-            '%s "%s %s" %s %s %.1fms',
+            '%s "%s %s" %s %s %.1fms%s',
             client,
             details.get("method"),
             path,
             details.get("status"),
             details.get("size"),
             (details.get("time_taken") or 0) * 1000,
+            f" key={key_name}" if key_name else "",
         )
     elif protocol == "websocket" and action != "connecting" and not note.silent:
         access_logger.info('%s "WS %s" %s', client, path, f"refused {note.refusal}" if note.refusal else action)

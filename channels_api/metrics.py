@@ -99,6 +99,12 @@ websocket_messages_received = Counter(
     "webchannel_websocket_messages_received", "Data frames received from subscribers (each closes the socket)."
 )
 channels_created = Counter("webchannel_channels_created", "Tokens issued by POST /webchannel/v1/channels.")
+api_requests = Counter(
+    "webchannel_api_requests",
+    "Requests an API key authenticated and allowed, by the key's name (api_keys for every key of "
+    "channel.api_keys, so the label values are bounded by the configuration) and action.",
+    ["key", "action"],
+)
 websocket_refused = Counter("webchannel_websocket_refused", "Subscribe handshakes refused, by reason.", ["reason"])
 websocket_closed = Counter(
     "webchannel_websocket_closed", "Subscriber sockets closed by the server, by close code.", ["code"]
