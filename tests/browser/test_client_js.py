@@ -1,0 +1,388 @@
+"""The browser subscriber module served at /webchannel/v1/client.js, in headless Chromium.
+
+A page on another origin (a small HTTP server of the test, on another port) imports the module
+from a real ``manage.py serve``, as a Django app's page would, and subscribes. (Both are on
+loopback: Chromium refuses a public page access to loopback addresses.) The page's
+``getToken`` hands out the tokens the test queued in ``window.__tokens`` (the last one again
+when one is left) and counts its calls; a ``WebSocket`` subclass records every socket the
+module opens. The close codes the real server cannot be made to send on demand (4000, 4008,
+4013, 1011) come from a small WebSocket server inside the test.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from channels_api.auth import issue_token
+from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, create_channel, require_browser
+from tests.harness import API_KEY, REPO, SECRET_KEY, ServerProcess, base_config, free_port, run_serve, timeout
+
+MODULE_PATH = "/webchannel/v1/client.js"
+MODULE_FILE = REPO / "channels_api" / "static" / "webchannel.js"
+PAGE = """<!doctype html><title>webchannel client.js test</title>
+<script>
+window.__tokens = [];
+window.__tokenCalls = 0;
+window.__statuses = [];
+window.__messages = [];
+window.__sockets = [];
+const RealWebSocket = window.WebSocket;
+window.WebSocket = class extends RealWebSocket {
+  constructor(url, protocols) {
+    super(url, protocols);
+    window.__sockets.push({ url, protocols, socket: this });
+  }
+};
+</script>
+"""
+# Receives the module's URL and the channel's WebSocket URL.
+SUBSCRIBE = """async ([moduleUrl, url]) => {
+  const { subscribe } = await import(moduleUrl);
+  window.__subscription = subscribe(url, {
+    getToken: async () => {
+      window.__tokenCalls += 1;
+      return window.__tokens.length > 1 ? window.__tokens.shift() : window.__tokens[0];
+    },
+    onMessage: (data) => window.__messages.push(
+      data instanceof ArrayBuffer ? new TextDecoder().decode(data) : "not an ArrayBuffer"),
+    onStatus: (status) => window.__statuses.push(status),
+  });
+}"""
+STATE = "({statuses: window.__statuses, messages: window.__messages, tokenCalls: window.__tokenCalls})"
+
+
+# --- the endpoint ------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_client_js_is_the_repository_file_public_and_cacheable(shared_server: ServerProcess) -> None:
+    response = httpx.get(shared_server.url + MODULE_PATH, headers={"Origin": "https://app.example"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert response.content == MODULE_FILE.read_bytes()
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert re.fullmatch(r'"[0-9a-f]{32}"', response.headers["etag"])
+    assert "max-age=300" in response.headers["cache-control"]
+
+    again = httpx.get(shared_server.url + MODULE_PATH, headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == response.headers["etag"]
+    other = httpx.get(shared_server.url + MODULE_PATH, headers={"If-None-Match": '"an-older-version"'})
+    assert other.status_code == 200
+
+
+@pytest.mark.e2e
+def test_client_js_answers_only_get_and_head(shared_server: ServerProcess) -> None:
+    head = httpx.head(shared_server.url + MODULE_PATH)
+    assert head.status_code == 200
+    assert head.content == b""
+    post = httpx.post(shared_server.url + MODULE_PATH, headers={"x-api-key": API_KEY})
+    assert post.status_code == 405
+    assert post.headers["allow"] == "GET, HEAD"
+
+
+def test_module_is_small_self_contained_and_never_sends() -> None:
+    source = MODULE_FILE.read_text(encoding="utf-8")
+    assert len(source.splitlines()) < 150
+    assert not re.search(r"^\s*import\b|\bimport\(|\brequire\(", source, re.MULTILINE), "the module has no dependencies"
+    assert ".send(" not in source, "subscriber sockets are receive-only: sending data closes them with 4003"
+    assert "export function subscribe(" in source
+
+
+# --- in Chromium -------------------------------------------------------------------------------
+
+
+class Browser:
+    """The test's page, with the module's subscription in ``window.__subscription``."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.errors: list[str] = []
+
+    async def evaluate(self, expression: str, arg: Any = None) -> Any:
+        return await self.page.evaluate(expression, arg)
+
+    async def subscribe(self, module_origin: str, ws_url: str, tokens: list[str]) -> None:
+        await self.evaluate("(tokens) => { window.__tokens = tokens; }", tokens)
+        await self.evaluate(SUBSCRIBE, [module_origin + MODULE_PATH, ws_url])
+
+    async def wait(self, expression: str, what: str, seconds: float = 10) -> None:
+        """Wait until ``expression`` is truthy in the page, at most ``timeout(seconds)``."""
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            await self.page.wait_for_function(expression, timeout=timeout(seconds) * 1000)
+        except PlaywrightTimeout:
+            state = await self.evaluate(STATE)
+            raise AssertionError(f"timed out waiting for {what}; page state {state}, errors {self.errors}") from None
+
+    async def stays_false(self, expression: str, seconds: float) -> bool:
+        """True when ``expression`` stayed falsy for ``seconds`` (how a test shows nothing happened)."""
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            await self.page.wait_for_function(expression, timeout=seconds * 1000)
+        except PlaywrightTimeout:
+            return True
+        return False
+
+    async def opened(self) -> int:
+        return int(await self.evaluate("window.__statuses.filter((s) => s.state === 'open').length"))
+
+
+class _PageHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = PAGE.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def page_url() -> Iterator[str]:
+    """``PAGE`` served on a free loopback port, another origin than the webchannel server's."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout(5))
+
+
+@pytest.fixture
+async def browser(page_url: str) -> AsyncIterator[Browser]:
+    """Headless Chromium showing ``PAGE``; closed after the test."""
+    require_browser()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await chromium.new_page()
+            result = Browser(page)
+            page.on("pageerror", lambda error: result.errors.append(f"pageerror: {error}"))
+            await page.goto(page_url)
+            yield result
+        finally:
+            await chromium.close()
+
+
+def channel_ws_url(server: ServerProcess, channel_id: str) -> str:
+    return f"{server.ws_url}/webchannel/v1/channels/{quote(channel_id, safe='')}"
+
+
+async def publish(server: ServerProcess, channel_id: str, token: str, body: str) -> None:
+    async with httpx.AsyncClient(timeout=timeout(10)) as client:
+        response = await client.post(
+            f"{server.url}/webchannel/v1/channels/{quote(channel_id, safe='')}",
+            headers={"Authorization": f"Bearer {token}"},
+            content=body.encode(),
+        )
+    assert response.status_code == 204, response.text
+
+
+@dataclass
+class Restartable:
+    """A ``manage.py serve`` on a fixed port that the test restarts; ``runs`` holds every run."""
+
+    tmp_path: Path
+    config: dict[str, dict[str, Any]]
+    runs: list[ServerProcess] = field(default_factory=list)
+
+    @property
+    def server(self) -> ServerProcess:
+        return self.runs[-1]
+
+    def start(self) -> ServerProcess:
+        self.runs.append(run_serve(self.tmp_path, self.config, name=f"run{len(self.runs)}"))
+        self.server.wait_listening()
+        return self.server
+
+    def restart(self) -> ServerProcess:
+        """SIGTERM the server (its subscribers get 1012), then start it again on the same port."""
+        old = self.server
+        old.signal(signal.SIGTERM)
+        assert old.wait_exit(10) == 0, old.output()
+        new = self.start()
+        assert new.port == old.port
+        return new
+
+
+@pytest.fixture
+def restartable(tmp_path: Path) -> Iterator[Restartable]:
+    """A :class:`Restartable` server with the test secret; every run stopped afterwards."""
+    config = base_config(server={"listen_address": f"127.0.0.1:{free_port()}", "drain_window": 0.2})
+    servers = Restartable(tmp_path, config)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        for server in servers.runs:
+            server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+async def test_page_reconnects_by_itself_after_a_server_restart(browser, restartable):
+    server = restartable.server
+    created = await create_channel(server)
+    channel_id, token = created["channelId"], created["token"]
+    await browser.subscribe(server.url, channel_ws_url(server, channel_id), [token])
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    await publish(server, channel_id, token, "before")
+    await browser.wait("window.__messages.length === 1", "the message published before the restart")
+
+    server = restartable.restart()
+    await browser.wait(
+        "window.__statuses.filter((s) => s.state === 'open').length === 2", "the page to reconnect", seconds=30
+    )
+    await publish(server, channel_id, token, "after")
+    await browser.wait("window.__messages.length === 2", "the message published after the restart")
+
+    assert await browser.evaluate("window.__messages") == ["before", "after"]
+    statuses = await browser.evaluate("window.__statuses")
+    closes = [s for s in statuses if s["state"] == "reconnecting"]
+    assert closes[0]["code"] == 1012, statuses
+    assert 0 <= closes[0]["delay"] <= 30_000
+    # Attempts while the port is closed fail before open, like a refused token, so the page may
+    # have been asked again; here it always answers with the same (valid) token.
+    sockets = await browser.evaluate("window.__sockets.map((s) => s.protocols)")
+    assert all(protocols == ["webchannel", f"webchannel.bearer.{token}"] for protocols in sockets), sockets
+    assert all("access_token" not in url for url in await browser.evaluate("window.__sockets.map((s) => s.url)"))
+    assert browser.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+async def test_an_expired_token_is_replaced_through_get_token_before_reconnecting(browser, restartable):
+    server = restartable.server
+    channel_id = "expiring"
+    short = issue_token(channel_id, SECRET_KEY, ttl=1)
+    fresh = issue_token(channel_id, SECRET_KEY, ttl=600)
+    await browser.subscribe(server.url, channel_ws_url(server, channel_id), [short.token, fresh.token])
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    await browser.wait(f"Date.now() / 1000 > {short.expires_at}", "the first token to expire")
+    # The server still accepts the short token for a few seconds (clock leeway), so only the
+    # module reading its exp explains why no attempt after the restart offers it.
+    assert time.time() < short.expires_at + 4
+
+    server = restartable.restart()
+    await browser.wait("window.__statuses.filter((s) => s.state === 'open').length === 2", "a reconnect", seconds=30)
+    assert await browser.evaluate("window.__tokenCalls") >= 2
+    protocols = await browser.evaluate("window.__sockets.map((s) => s.protocols[1])")
+    assert protocols[0] == f"webchannel.bearer.{short.token}"
+    assert set(protocols[1:]) == {f"webchannel.bearer.{fresh.token}"}, protocols
+    await publish(server, channel_id, fresh.token, "with the fresh token")
+    await browser.wait("window.__messages.length === 1", "a message on the reconnected socket")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+async def test_a_refused_token_makes_the_page_ask_for_a_fresh_one(browser, shared_server):
+    created = await create_channel(shared_server)
+    channel_id, token = created["channelId"], created["token"]
+    await browser.subscribe(shared_server.url, channel_ws_url(shared_server, channel_id), ["not-a-token", token])
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    statuses = await browser.evaluate("window.__statuses")
+    assert [s["state"] for s in statuses] == ["connecting", "reconnecting", "connecting", "open"], statuses
+    assert statuses[1]["code"] == 1006, "a refused handshake is all a browser sees"
+    assert await browser.evaluate("window.__tokenCalls") == 2
+    await publish(shared_server, channel_id, token, "hello")
+    await browser.wait("window.__messages.length === 1", "the message")
+    assert await browser.evaluate("window.__messages") == ["hello"]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+async def test_the_real_server_closing_with_4003_stops_the_subscription(browser, shared_server):
+    created = await create_channel(shared_server)
+    channel_id, token = created["channelId"], created["token"]
+    await browser.subscribe(shared_server.url, channel_ws_url(shared_server, channel_id), [token])
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    # The module never sends; the test does, on the module's socket, to make the server close it.
+    await browser.evaluate("window.__sockets[0].socket.send('data from a subscriber')")
+    await browser.wait("window.__statuses.some((s) => s.state === 'stopped')", "the subscription to stop")
+    assert (await browser.evaluate("window.__statuses"))[-1] == {"state": "stopped", "code": 4003, "reason": ""}
+    assert await browser.stays_false("window.__sockets.length > 1", seconds=1.5), "it reconnected after 4003"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+async def test_close_stops_reconnecting(browser, shared_server):
+    created = await create_channel(shared_server)
+    await browser.subscribe(shared_server.url, channel_ws_url(shared_server, created["channelId"]), [created["token"]])
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    await browser.evaluate("window.__subscription.close()")
+    await browser.wait("window.__sockets[0].socket.readyState === WebSocket.CLOSED", "the socket to close")
+    assert (await browser.evaluate("window.__statuses"))[-1] == {"state": "stopped"}
+    assert await browser.stays_false("window.__sockets.length > 1", seconds=1.5), "it reconnected after close()"
+
+
+class CloseOnce:
+    """A WebSocket server that accepts (subprotocol ``webchannel``) and closes the first connection with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.connections = 0
+
+    async def handler(self, connection: ServerConnection) -> None:
+        self.connections += 1
+        if self.connections == 1:
+            await connection.close(self.code, "closed by the test")
+        else:
+            await connection.wait_closed()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("code", "reconnects"),
+    [(4000, False), (4003, False), (4008, True), (4013, True), (1011, True), (1000, True), (4999, True)],
+)
+async def test_close_codes_4000_and_4003_stop_every_other_code_reconnects(browser, shared_server, code, reconnects):
+    peer = CloseOnce(code)
+    async with serve(peer.handler, "127.0.0.1", 0, subprotocols=["webchannel"]) as ws_server:
+        port = ws_server.sockets[0].getsockname()[1]
+        token = issue_token("c", SECRET_KEY, ttl=600).token
+        await browser.subscribe(shared_server.url, f"ws://127.0.0.1:{port}/webchannel/v1/channels/c", [token])
+        if reconnects:
+            await browser.wait("window.__statuses.filter((s) => s.state === 'open').length === 2", "a reconnect")
+            statuses = await browser.evaluate("window.__statuses")
+            assert statuses[2] == {"state": "reconnecting", "code": code, "reason": "closed by the test"} | {
+                "delay": statuses[2]["delay"]
+            }
+            assert statuses[2]["delay"] <= 500, "the first delay is at most 0.5 s"
+            assert await browser.evaluate("window.__tokenCalls") == 1
+        else:
+            await browser.wait("window.__statuses.some((s) => s.state === 'stopped')", "the subscription to stop")
+            assert (await browser.evaluate("window.__statuses"))[-1] == {
+                "state": "stopped",
+                "code": code,
+                "reason": "closed by the test",
+            }
+            assert await browser.stays_false("window.__sockets.length > 1", seconds=1.5)
+            assert peer.connections == 1
+        await browser.evaluate("window.__subscription.close()")
+    assert browser.errors == []
