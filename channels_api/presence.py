@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ __all__ = [
     "presence",
     "wait_for_listener",
 ]
+
+RedisTarget = tuple[dict[str, Any], str]
+"""A channels_redis host entry and the ``redis.prefix`` keys start with."""
 
 REFRESH_SECONDS = 1.0
 """How often a process renews its counts in Redis and reads the other processes' counts."""
@@ -62,8 +65,13 @@ REDIS_TIMEOUT_SECONDS = 2.0
 class Presence:
     """Subscriber counts: exact for this process, cached for the others (see the module's docstring)."""
 
-    def __init__(self, process_id: str | None = None) -> None:
+    def __init__(
+        self, process_id: str | None = None, redis: RedisTarget | Literal["settings"] | None = "settings"
+    ) -> None:
+        """``redis``: the host entry (as in ``CHANNEL_LAYERS``) and prefix the counts are shared
+        under, None for local counts only; by default what the settings configure."""
         self.process_id = process_id or uuid.uuid4().hex
+        self.redis = redis
         self.local: dict[str, int] = {}
         self.others: dict[str, int] = {}
         """Sum over the other processes of their counts, as of the last refresh."""
@@ -170,14 +178,14 @@ class Presence:
         task = self._task
         if task is not None and not task.done() and task.get_loop() is _running_loop():
             return
-        target = _redis_target()
+        target = _redis_target() if self.redis == "settings" else self.redis
         if target is None:
             self._task = _NO_TASK  # in-process layer: local counts only
             return
         loop = _running_loop()
         if loop is None:
             return
-        host, self._prefix = target
+        host, self._prefix = target  # type: ignore[misc]
         self._client = _client(host)
         self._wake = asyncio.Event()
         self._rewrite, self._peers, self.others = True, {}, {}
@@ -201,6 +209,17 @@ class Presence:
                     await wake.wait()
             wake.clear()
             await asyncio.sleep(EARLY_WRITE_SPACING_SECONDS)
+
+    async def stop(self) -> None:
+        """Stop refreshing (the hash then expires as if the process were killed); for tests."""
+        task, self._task = self._task, None
+        if isinstance(task, asyncio.Task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._client is not None:
+            await self._client.aclose(close_connection_pool=True)
+            self._client = None
 
     async def refresh(self) -> None:
         """Write this process's changed counts, renew their expiry, and read the other processes'."""
@@ -307,7 +326,7 @@ class _NoTask:
 _NO_TASK: Any = _NoTask()
 
 
-def _redis_target() -> tuple[dict[str, Any], str] | None:
+def _redis_target() -> RedisTarget | None:
     """The first Redis host entry and ``redis.prefix``, or None with the in-process layer."""
     from django.conf import settings
 

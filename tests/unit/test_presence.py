@@ -1,0 +1,153 @@
+"""Subscriber counts: exact in this process, shared between processes through a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis
+
+from channels_api.presence import GHOST_BOUND_SECONDS, Presence, RedisTarget
+from tests.harness import RedisServer, timeout
+
+GROUP = "wc.orders"
+
+
+async def until(condition: Callable[[], object], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + timeout(seconds)
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_local_counts_go_up_and_down_and_leave_nothing_behind() -> None:
+    counts = Presence(redis=None)
+    counts.joined(GROUP)
+    counts.joined(GROUP)
+    counts.joined("wc.other")
+    assert (counts.count(GROUP), counts.count("wc.other"), counts.count("wc.none")) == (2, 1, 0)
+    counts.left(GROUP)
+    counts.left(GROUP)
+    counts.left("wc.other")
+    assert counts.count(GROUP) == 0
+    assert counts.local == {}
+
+
+async def test_waiting_for_a_local_listener_returns_when_it_joins() -> None:
+    counts = Presence(redis=None)
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, counts.joined, GROUP)
+    started = time.monotonic()
+    assert await counts.wait_for_listener(GROUP, timeout(5)) == 1
+    assert time.monotonic() - started < timeout(2)
+    assert counts._waiters == {}  # nothing kept for the channel
+
+
+async def test_waiting_without_a_listener_returns_zero_after_the_wait() -> None:
+    counts = Presence(redis=None)
+    started = time.monotonic()
+    assert await counts.wait_for_listener(GROUP, 0.3) == 0
+    assert 0.25 <= time.monotonic() - started < timeout(2)
+    assert counts._waiters == {}
+
+
+@pytest.fixture
+def target(redis_server: RedisServer) -> RedisTarget:
+    return {"address": redis_server.url}, "test"
+
+
+@pytest.fixture
+async def pair(target: RedisTarget) -> AsyncIterator[tuple[Presence, Presence]]:
+    a, b = Presence("a", redis=target), Presence("b", redis=target)
+    try:
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_counts_of_two_processes_add_up_in_each(pair: tuple[Presence, Presence]) -> None:
+    a, b = pair
+    a.joined(GROUP)
+    b.joined(GROUP)
+    b.joined(GROUP)
+    await until(lambda: a.count(GROUP) == 3 and b.count(GROUP) == 3, 3, "both to count 3")
+    assert await a.count_now(GROUP) == 3
+    b.left(GROUP)
+    await until(lambda: a.count(GROUP) == 2, 3, "a to see b's subscriber go")
+    assert b.count(GROUP) == 2
+
+
+async def test_a_first_listener_elsewhere_ends_a_wait_quickly(pair: tuple[Presence, Presence]) -> None:
+    a, b = pair
+    a.count(GROUP)  # a's refresh runs
+    asyncio.get_running_loop().call_later(0.3, b.joined, GROUP)
+    started = time.monotonic()
+    assert await a.wait_for_listener(GROUP, timeout(10)) == 1
+    assert time.monotonic() - started < timeout(1.5)
+
+
+@pytest.mark.slow
+async def test_a_stopped_process_is_dropped_within_the_bound(pair: tuple[Presence, Presence]) -> None:
+    a, b = pair
+    a.joined(GROUP)
+    b.joined(GROUP)
+    await until(lambda: a.count(GROUP) == 2, 3, "a to count b's subscriber")
+    await b.stop()  # no more renewals, like kill -9
+    stopped = time.monotonic()
+    await until(lambda: a.count(GROUP) == 1, GHOST_BOUND_SECONDS + 2, "b's subscriber to be dropped")
+    assert time.monotonic() - stopped <= GHOST_BOUND_SECONDS + 0.5
+    assert await a.count_now(GROUP) == 1
+
+
+async def test_only_processes_with_subscribers_keep_keys(target: RedisTarget, redis_server: RedisServer) -> None:
+    a = Presence("a", redis=target)
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        a.joined(GROUP)
+        await until(lambda: admin.exists("test__presence__a"), 3, "a's hash")
+        assert admin.hgetall("test__presence__a") == {GROUP.encode(): b"1"}
+        assert 0 < admin.pttl("test__presence__a") <= 3000
+        a.left(GROUP)
+        await until(lambda: not admin.keys("*"), 3, "every key to go")
+    finally:
+        await a.stop()
+        admin.close()
+
+
+async def test_a_lost_hash_is_written_again(target: RedisTarget, redis_server: RedisServer) -> None:
+    a, b = Presence("a", redis=target), Presence("b", redis=target)
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        for _ in range(3):
+            a.joined(GROUP)
+        b.count(GROUP)
+        await until(lambda: b.count(GROUP) == 3, 3, "b to count a's subscribers")
+        admin.flushall()  # as after a Redis restart
+        await until(lambda: admin.hgetall("test__presence__a") == {GROUP.encode(): b"3"}, 3, "a's hash again")
+        await until(lambda: b.count(GROUP) == 3, 3, "b to count a's subscribers again")
+    finally:
+        await a.stop()
+        await b.stop()
+        admin.close()
+
+
+def test_one_processes_hash_per_channel_field(target: RedisTarget) -> None:
+    """Many channels cost one field each, written in one command per refresh."""
+    counts = Presence("a", redis=target)
+    for n in range(2000):
+        counts.joined(f"wc.c{n}")
+
+    async def run() -> None:
+        try:
+            counts.count("wc.c0")
+            await counts.refresh()
+        finally:
+            await counts.stop()
+
+    asyncio.run(run())
+    host, _ = target
+    with redis.Redis.from_url(host["address"]) as admin:
+        assert admin.hlen("test__presence__a") == 2000
