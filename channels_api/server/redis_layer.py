@@ -191,21 +191,22 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
     def server(self) -> str:
         return describe_host(self.host)
 
-    def _refuse_while_restoring(self) -> None:
-        if self.restoring:
-            raise ServerUnavailable(
-                f"Redis {self.server}: this process is restoring its subscriptions after a reconnect", self.server
-            )
+    def _restoring_refusal(self) -> ServerUnavailable:
+        return ServerUnavailable(
+            f"Redis {self.server}: this process is restoring its subscriptions after a reconnect", self.server
+        )
 
     async def publish(self, channel: str, message: bytes) -> None:
-        self._refuse_while_restoring()
+        if self.restoring:  # an attribute read, not a call: this is every publish's path
+            raise self._restoring_refusal()
         with self._named_failures(answered=True):
             if self._watching is not self._pubsub:
                 await self._watch()
             await super().publish(channel, message)
 
     async def subscribe(self, channel: str) -> None:
-        self._refuse_while_restoring()
+        if self.restoring:
+            raise self._restoring_refusal()
         # Only a new subscription asks Redis; a known one returns without a word from it.
         with self._named_failures(answered=channel not in self._subscribed_to):
             if self._watching is not self._pubsub:
