@@ -17,6 +17,7 @@ import httpx
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from tests.common import expired_token, make_token
 from tests.e2e.helpers import (
@@ -46,16 +47,18 @@ def debug_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 async def subscribe_with(
     url: str, protocols: list[str], headers: dict[str, str] | None = None
 ) -> AsyncIterator[ClientConnection]:
+    offered = [Subprotocol(p) for p in protocols]
     async with connect(
-        url, subprotocols=protocols, additional_headers=headers, open_timeout=timeout(10), max_size=None
-    ) as ws:  # type: ignore[arg-type]
+        url, subprotocols=offered, additional_headers=headers, open_timeout=timeout(10), max_size=None
+    ) as ws:
         yield ws
 
 
 async def refusal(url: str, protocols: list[str] | None, headers: dict[str, str] | None = None) -> int:
     """The HTTP status of a handshake that must be refused."""
     try:
-        async with connect(url, subprotocols=protocols, additional_headers=headers, open_timeout=timeout(10)):  # type: ignore[arg-type]
+        offered = None if protocols is None else [Subprotocol(p) for p in protocols]
+        async with connect(url, subprotocols=offered, additional_headers=headers, open_timeout=timeout(10)):
             pass
     except websockets.InvalidStatus as exc:
         return exc.response.status_code
