@@ -1,0 +1,94 @@
+"""A WebSocket subscription to one channel, read as an async iterator of ``bytes``."""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .errors import WebchannelError, error_from_body
+
+CHANNEL_CLOSED = 4000
+"""The close code of a channel closed by its publisher: the end of the stream, not an error."""
+
+CLEAN_CLOSES = frozenset({1000, CHANNEL_CLOSED})
+
+
+class Subscription:
+    """Receive every message of a channel; the token travels in ``Authorization``, not in the URL."""
+
+    def __init__(self, url: str, token: str, timeout: float) -> None:
+        self.url = url
+        self._token = token
+        self._timeout = timeout
+        self._ws: ClientConnection | None = None
+        self._closed_by_us = False
+
+    async def connect(self) -> None:
+        """Open the socket (a no-op when open): once it returns, the server delivers to it."""
+        if self._ws is not None:
+            return
+        try:
+            self._ws = await connect(
+                self.url,
+                additional_headers={"Authorization": f"Bearer {self._token}"},
+                open_timeout=self._timeout,
+                max_size=None,  # the server bounds message sizes (channel.max_message_size)
+                user_agent_header="webchannel-client",
+            )
+        except InvalidStatus as exc:
+            response = exc.response
+            raise error_from_body(
+                response.status_code, bytes(response.body or b""), response.headers.get("Content-Type", "")
+            ) from exc
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            title = "Timed out" if isinstance(exc, TimeoutError) else "Cannot connect"
+            raise WebchannelError(None, title, f"{self.url}: {exc or type(exc).__name__}") from exc
+
+    async def aclose(self) -> None:
+        """Close the socket; iteration then ends."""
+        self._closed_by_us = True
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def __aenter__(self) -> Subscription:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed_by_us:
+            raise StopAsyncIteration
+        await self.connect()
+        assert self._ws is not None
+        try:
+            message = await self._ws.recv()
+        except ConnectionClosed as exc:
+            await self._end(exc)
+            raise StopAsyncIteration from None
+        except asyncio.CancelledError:
+            raise
+        return message.encode() if isinstance(message, str) else message
+
+    async def _end(self, exc: ConnectionClosed) -> None:
+        """Return on a clean end (channel closed, or closed by us); raise on any other close."""
+        if self._closed_by_us:
+            return
+        self._closed_by_us = True
+        code = exc.rcvd.code if exc.rcvd is not None else None
+        if code in CLEAN_CLOSES:
+            return
+        reason = exc.rcvd.reason if exc.rcvd is not None and exc.rcvd.reason else None
+        detail = f"close code {code}" if code is not None else "the connection was lost without a close frame"
+        raise WebchannelError(
+            None, "Subscription closed", f"{detail}: {reason}" if reason else detail, close_code=code
+        ) from exc
