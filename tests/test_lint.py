@@ -15,7 +15,11 @@ BIN = Path(sys.executable).parent
     [
         pytest.param(["ruff", "check", "."], id="ruff-check"),
         pytest.param(["ruff", "format", "--check", "."], id="ruff-format"),
-        pytest.param(["mypy", "channels_api", "webchannel_project", "manage.py"], id="mypy", marks=pytest.mark.slow),
+        pytest.param(
+            ["mypy", "channels_api", "webchannel_project", "webchannel_client", "manage.py"],
+            id="mypy",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_tool_reports_no_problems(command):
