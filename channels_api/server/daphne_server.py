@@ -6,8 +6,8 @@
 - no 24-hour cut-off: ``websocket_timeout`` is disabled;
 - a graceful drain on SIGTERM/SIGINT: stop listening, close idle keep-alive HTTP
   connections, let every HTTP request already accepted finish (its response closes its
-  connection), close subscriber sockets with 1012 (service restart) spread over
-  ``server.drain_window`` so clients do not all reconnect at once, then stop once all of
+  connection), close subscriber sockets with 1012 (service restart) and end event streams,
+  spread over ``server.drain_window`` so clients do not all reconnect at once, then stop once all of
   that is written, or at the end of the window plus a margin. A second signal stops at once,
   except under ``serve --workers``: there a process group's signal (Ctrl-C, systemd) and the
   supervisor's forwarded one are the same stop, so a worker drains once and ignores the
@@ -231,8 +231,10 @@ class WebchannelServer(Server):  # type: ignore[misc]
             port.stopListening()
         self._http_factory.stop_keeping_alive()
         sockets = [p for p in self.connections if isinstance(p, WebSocketProtocol)]
-        step = self.drain_window / len(sockets) if sockets else 0.0
-        for i, protocol in enumerate(sockets):
+        streams = [p for p in self.connections if isinstance(p, WebchannelWebRequest) and p.event_stream]
+        subscribers = [*sockets, *streams]
+        step = self.drain_window / len(subscribers) if subscribers else 0.0
+        for i, protocol in enumerate(subscribers):
             reactor.callLater(i * step, _close_for_restart, protocol)
         self._stop_when_done(sockets, time.monotonic() + self.drain_window + DRAIN_MARGIN_SECONDS)
 
@@ -267,8 +269,10 @@ class WebchannelServer(Server):  # type: ignore[misc]
             self.stop()
 
 
-def _close_for_restart(protocol: WebSocketProtocol) -> None:
-    if protocol.state == WebSocketProtocol.STATE_OPEN:
+def _close_for_restart(protocol: WebSocketProtocol | WebchannelWebRequest) -> None:
+    if isinstance(protocol, WebchannelWebRequest):
+        protocol.end_event_stream()
+    elif protocol.state == WebSocketProtocol.STATE_OPEN:
         protocol.close_after_buffered(CloseCode.SERVICE_RESTART, b"server restarting")
     elif protocol.state == WebSocketProtocol.STATE_CONNECTING:
         protocol.dropConnection(abort=True)

@@ -3,6 +3,8 @@
 :class:`WebchannelWebRequest` refuses an oversized body from its headers (or, when chunked,
 as soon as it passes the limit) instead of letting Twisted spool it first, never parses
 form bodies, and answers Daphne's and Twisted's own errors in problem+json.
+An event stream's (``text/event-stream``) unsent bytes are bounded like a subscriber
+socket's, and a drain can end it.
 :class:`WebchannelHTTPFactory` keeps track of its connections so that a drain can close
 the idle keep-alive ones and have the busy ones close after their response.
 
@@ -15,7 +17,9 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
 - Twisted ``twisted.web.http.Request``: ``gotLength``, ``handleContentChunk`` and
   ``requestReceived`` (overridden), the ``parsePOSTFormSubmission`` argument of its
   ``__init__`` (kept in ``_parsePOSTFormSubmission``), ``requestHeaders``,
-  ``responseHeaders``, ``channel``, ``client`` (the peer) and ``startedWriting``.
+  ``responseHeaders``, ``channel``, ``client`` (the peer) and ``startedWriting``; for an
+  event stream, ``registerProducer`` (its producer is paused through the channel's
+  ``pauseProducing`` while the transport's buffer is full) and ``finished``.
 - Twisted ``twisted.web.http.HTTPChannel`` (subclassed): ``_command`` and ``_path`` (the
   request line, held until the body is complete, read to choose the body limit),
   ``_respondToBadRequestAndDisconnect`` and ``checkPersistence`` (overridden), and the
@@ -24,6 +28,7 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
 
 from __future__ import annotations
 
+import logging
 import weakref
 from http import HTTPStatus
 from typing import Any
@@ -33,6 +38,7 @@ from django.conf import settings
 from twisted.internet import reactor as _reactor
 from twisted.web import http
 
+from .. import metrics
 from ..limits import body_limit
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 from ..problems import PROBLEM_CONTENT_TYPE, problem_body
@@ -55,6 +61,9 @@ INTERNALS = (
     ("twisted", "twisted.web.http.Request", "channel", "__init__"),
     ("twisted", "twisted.web.http.Request", "client", "__init__"),
     ("twisted", "twisted.web.http.Request", "startedWriting"),
+    ("twisted", "twisted.web.http.Request", "registerProducer"),
+    ("twisted", "twisted.web.http.Request", "finished"),
+    ("twisted", "twisted.web.http.HTTPChannel", "pauseProducing"),
     ("twisted", "twisted.web.http.HTTPChannel", "_command", "lineReceived"),
     ("twisted", "twisted.web.http.HTTPChannel", "_path", "lineReceived"),
     ("twisted", "twisted.web.http.HTTPChannel", "_respondToBadRequestAndDisconnect"),
@@ -65,6 +74,7 @@ INTERNALS = (
 )
 
 reactor: Any = _reactor
+logger = logging.getLogger(__name__)
 
 LINGER_SECONDS = 2.0
 """How long a refused body is still read (and discarded) before the connection is cut."""
@@ -75,6 +85,11 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
 
     refused = False
     body_received = 0
+    event_stream = False
+    """The response is a ``text/event-stream``: its unsent bytes are bounded like a subscriber socket's."""
+    paused = False
+    unsent_while_paused = 0
+    too_slow = False
     complete = False
     """The whole request (its body too) has been read."""
     access_client: str | None = None
@@ -117,11 +132,41 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         return super().process()
 
     def handle_reply(self, message: dict[str, Any]) -> None:
+        if self.event_stream and message["type"] == "http.response.body" and not self._may_write(message):
+            return
+        if message["type"] == "http.response.start" and _is_event_stream(message):
+            self._start_event_stream()
         if self.access_client is None:
             super().handle_reply(message)
             return
         with access_note(AccessNote(self.access_client)):  # the access log names the forwarded client
             super().handle_reply(message)
+
+    def _start_event_stream(self) -> None:
+        """Watch the transport's buffer from now on, as a subscriber socket does."""
+        self.event_stream = True
+        self.registerProducer(_StreamProducer(self), True)
+
+    def _may_write(self, message: dict[str, Any]) -> bool:
+        """False, and the stream cut off, when ``message`` would take what a stalled reader
+        left unsent past ``server.max_backlog_bytes``."""
+        if self.too_slow:
+            return False
+        size = len(message.get("body", b""))
+        if self.paused and self.unsent_while_paused + size > settings.WEBCHANNEL.server.max_backlog_bytes:
+            self.too_slow = True
+            logger.info("event stream reader %s too slow: ending its stream", self.client_addr)
+            metrics.message_send_errors.inc()
+            self.channel.transport.abortConnection()  # a reader that does not read would not read the end either
+            return False
+        if self.paused:
+            self.unsent_while_paused += size
+        return True
+
+    def end_event_stream(self) -> None:
+        """For a drain: end the stream (the connection closes behind it); EventSource reconnects."""
+        if not self.finished and self.channel is not None:
+            self.finish()
 
     def _refuse_too_large(self) -> None:
         """Answer 413 at once; then read and discard the rest for a moment, and close.
@@ -159,6 +204,34 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
             }
         )
         self.handle_reply({"type": "http.response.body", "body": document})
+
+
+class _StreamProducer:
+    """The event stream's push producer: Twisted pauses it while the transport's buffer is full."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: WebchannelWebRequest) -> None:
+        self.request = request
+
+    def pauseProducing(self) -> None:
+        # Called on every write while the buffer is full, not only the first time.
+        if not self.request.paused:
+            self.request.paused = True
+            self.request.unsent_while_paused = 0
+
+    def resumeProducing(self) -> None:
+        self.request.paused = False
+
+    def stopProducing(self) -> None:
+        self.request.paused = False
+
+
+def _is_event_stream(message: dict[str, Any]) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+        for name, value in message.get("headers", ())
+    )
 
 
 def _text(channel: Any, name: str) -> str:
