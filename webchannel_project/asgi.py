@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django (behind the body-limit guard), WebSocket to the consumer.
+"""ASGI entry point: HTTP through Django (behind the body-limit guard) except event streams,
+WebSocket to the consumer.
 
 Any ASGI server can serve ``webchannel_project.asgi:application``; configuration comes
 from ``WC_CONFIG_FILE`` and ``WC_*`` variables. ``manage.py serve`` is the supported way
@@ -17,10 +18,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from channels_api.limits import BodyLimitMiddleware  # noqa: E402
 from channels_api.routing import websocket_urlpatterns  # noqa: E402
+from channels_api.sse import with_event_streams  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": BodyLimitMiddleware(django_application),
+        # Event streams (GET .../channels/{id}/events) are answered before Django.
+        "http": BodyLimitMiddleware(with_event_streams(django_application)),
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )
