@@ -38,9 +38,10 @@ const STABLE_MS = 10000;
 /**
  * @typedef {object} Options
  * @property {() => string | Promise<string>} getToken a fresh token for the channel, from the page's backend
- * @property {(data: ArrayBuffer | Blob) => void} onMessage called with each message's bytes, unchanged
+ * @property {(data: ArrayBuffer | string) => void} onMessage called with each message, unchanged: an
+ *   ArrayBuffer of its bytes, or with frames "text" a string when the bytes are valid UTF-8
  * @property {(status: Status) => void} [onStatus] called on every change of state
- * @property {"arraybuffer" | "blob"} [frames] how messages are handed over (the socket's binaryType)
+ * @property {"binary" | "text"} [frames] "text" asks the server for UTF-8 messages as text frames
  */
 
 /**
@@ -66,7 +67,12 @@ function expiry(token) {
  * @param {Options} options
  * @returns {{close(): void}}
  */
-export function subscribe(url, { getToken, onMessage, onStatus = () => {}, frames = "arraybuffer" }) {
+export function subscribe(url, { getToken, onMessage, onStatus = () => {}, frames = "binary" }) {
+  if (frames === "text") {
+    const withFrames = new URL(url);
+    withFrames.searchParams.set("frames", "text");
+    url = withFrames.href;
+  }
   let token = null;
   let socket = null;
   let timer = null;
@@ -103,7 +109,7 @@ export function subscribe(url, { getToken, onMessage, onStatus = () => {}, frame
     const ws = new WebSocket(url, ["webchannel", "webchannel.bearer." + token]);
     let openedAt = 0;
     socket = ws;
-    ws.binaryType = frames;
+    ws.binaryType = "arraybuffer";
     ws.onopen = () => {
       openedAt = Date.now();
       onStatus({ state: "open" });

@@ -48,17 +48,19 @@ window.WebSocket = class extends RealWebSocket {
 };
 </script>
 """
-# Receives the module's URL and the channel's WebSocket URL.
-SUBSCRIBE = """async ([moduleUrl, url]) => {
+# Receives the module's URL, the channel's WebSocket URL and the frames option. Messages are
+# recorded as text: an ArrayBuffer decoded, a string (a text frame) with "string:" before it.
+SUBSCRIBE = """async ([moduleUrl, url, frames]) => {
   const { subscribe } = await import(moduleUrl);
   window.__subscription = subscribe(url, {
     getToken: async () => {
       window.__tokenCalls += 1;
       return window.__tokens.length > 1 ? window.__tokens.shift() : window.__tokens[0];
     },
-    onMessage: (data) => window.__messages.push(
-      data instanceof ArrayBuffer ? new TextDecoder().decode(data) : "not an ArrayBuffer"),
+    onMessage: (data) => window.__messages.push(data instanceof ArrayBuffer ? new TextDecoder().decode(data)
+      : typeof data === "string" ? "string:" + data : "neither ArrayBuffer nor string"),
     onStatus: (status) => window.__statuses.push(status),
+    frames,
   });
 }"""
 STATE = "({statuses: window.__statuses, messages: window.__messages, tokenCalls: window.__tokenCalls})"
@@ -116,9 +118,9 @@ class Browser:
     async def evaluate(self, expression: str, arg: Any = None) -> Any:
         return await self.page.evaluate(expression, arg)
 
-    async def subscribe(self, module_origin: str, ws_url: str, tokens: list[str]) -> None:
+    async def subscribe(self, module_origin: str, ws_url: str, tokens: list[str], frames: str | None = None) -> None:
         await self.evaluate("(tokens) => { window.__tokens = tokens; }", tokens)
-        await self.evaluate(SUBSCRIBE, [module_origin + MODULE_PATH, ws_url])
+        await self.evaluate(SUBSCRIBE, [module_origin + MODULE_PATH, ws_url, frames])
 
     async def wait(self, expression: str, what: str, seconds: float = 10) -> None:
         """Wait until ``expression`` is truthy in the page, at most ``timeout(seconds)``."""
@@ -193,12 +195,12 @@ def channel_ws_url(server: ServerProcess, channel_id: str) -> str:
     return f"{server.ws_url}/webchannel/v1/channels/{quote(channel_id, safe='')}"
 
 
-async def publish(server: ServerProcess, channel_id: str, token: str, body: str) -> None:
+async def publish(server: ServerProcess, channel_id: str, token: str, body: str | bytes) -> None:
     async with httpx.AsyncClient(timeout=timeout(10)) as client:
         response = await client.post(
             f"{server.url}/webchannel/v1/channels/{quote(channel_id, safe='')}",
             headers={"Authorization": f"Bearer {token}"},
-            content=body.encode(),
+            content=body.encode() if isinstance(body, str) else body,
         )
     assert response.status_code == 204, response.text
 
@@ -312,6 +314,23 @@ async def test_a_refused_token_makes_the_page_ask_for_a_fresh_one(browser, share
     await publish(shared_server, channel_id, token, "hello")
     await browser.wait("window.__messages.length === 1", "the message")
     assert await browser.evaluate("window.__messages") == ["hello"]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize(("frames", "text"), [(None, "\u00e9t\u00e9"), ("text", "string:\u00e9t\u00e9")])
+async def test_messages_are_array_buffers_or_with_frames_text_strings_when_utf8(browser, shared_server, frames, text):
+    created = await create_channel(shared_server, "fr\u00e4mes?&=")
+    channel_id, token = created["channelId"], created["token"]
+    url = channel_ws_url(shared_server, channel_id)
+    await browser.subscribe(shared_server.url, url, [token], frames)
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    await publish(shared_server, channel_id, token, "\u00e9t\u00e9")
+    await publish(shared_server, channel_id, token, b"\xff\xfe")  # not UTF-8: binary either way
+    await browser.wait("window.__messages.length === 2", "two messages")
+    assert await browser.evaluate("window.__messages") == [text, "\ufffd\ufffd"]
+    opened = await browser.evaluate("window.__sockets[0].socket.url")
+    assert opened == (url if frames is None else url + "?frames=text")
 
 
 @pytest.mark.slow
