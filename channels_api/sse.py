@@ -126,6 +126,20 @@ def _accepts_event_stream(scope: dict[str, Any]) -> bool:
     return bool(types & {EVENT_STREAM, "text/*", "*/*"})
 
 
+def cors_headers(scope: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    """What Django's CORS middleware would add for this request's ``Origin``: a page on an
+    allowed origin may read the stream (EventSource makes a CORS request without credentials)."""
+    origin = next((value for name, value in scope.get("headers", ()) if name == b"origin"), None)
+    if origin is None:
+        return []
+    server = settings.WEBCHANNEL.server
+    if server.cors_allow_any_origin:
+        return [(b"access-control-allow-origin", b"*")]
+    if origin.decode("latin-1") in server.cors_origins:
+        return [(b"access-control-allow-origin", origin), (b"vary", b"origin")]
+    return []
+
+
 class EventStream:
     """One subscriber's event stream, from the request to its end."""
 
@@ -270,6 +284,7 @@ class EventStream:
     async def _start(self, status: HTTPStatus, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
         Metrics.get_instance().responses_by_status_view_method.labels(str(status.value), VIEW_NAME, "GET").inc()
+        headers = [*headers, *cors_headers(self.scope)]
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _refuse(self, status: HTTPStatus, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
