@@ -92,6 +92,57 @@ async def test_a_subscription_closed_by_a_restart_raises_with_its_close_code(tmp
     assert closed.value.status is None
 
 
+def require_channel_endpoints(server: ServerProcess) -> None:
+    """Skip when this server has no info (GET) and close (DELETE) on a channel's path."""
+    response = httpx.get(f"{server.url}/webchannel/v1/channels/probe", headers={"x-api-key": API_KEY})
+    if response.status_code == 405:
+        pytest.skip("the server does not offer channel info and close yet")
+
+
+async def test_info_publish_count_and_close_with_a_final_message(shared_server: ServerProcess):
+    require_channel_endpoints(shared_server)
+    async with AsyncClient(shared_server.url, api_key=API_KEY) as client:
+        channel = await client.create_channel("client-close-é?#")
+        assert await client.info(channel.channel_id) == 0
+        async with client.subscribe(channel.channel_id, channel.token) as messages:
+            assert await client.info(channel.channel_id) == 1
+            assert await client.publish(channel.channel_id, b"one", token=channel.token) == 1
+            assert await client.close_channel(channel.channel_id, final=b"last") == 1
+            assert await next_message(messages) == b"one"
+            assert await next_message(messages) == b"last"
+            with pytest.raises(StopAsyncIteration):  # 4000: the end of the stream, not an error
+                await next_message(messages)
+        assert await client.close_channel(channel.channel_id) == 0
+
+
+def test_sync_info_and_close(shared_server: ServerProcess):
+    require_channel_endpoints(shared_server)
+    with Client(shared_server.url, api_key=API_KEY) as client:
+        channel = client.create_channel()
+        assert client.info(channel.channel_id) == 0
+        assert client.publish(channel.channel_id, b"nobody") == 0
+        assert client.close_channel(channel.channel_id, final="bye") == 0
+        with Client(shared_server.url) as anonymous, pytest.raises(WebchannelError) as refused:
+            anonymous.info(channel.channel_id)
+        assert refused.value.status == 401
+
+
+async def test_publish_with_wait_waits_for_a_first_subscriber(shared_server: ServerProcess):
+    require_channel_endpoints(shared_server)
+    with Client(shared_server.url, api_key=API_KEY) as client:
+        channel = await asyncio.to_thread(client.create_channel)
+        waiting = asyncio.create_task(asyncio.to_thread(client.publish, channel.channel_id, b"awaited", None, 10))
+        async with (
+            AsyncClient(shared_server.url) as subscriber,
+            subscriber.subscribe(channel.channel_id, channel.token) as messages,
+        ):
+            assert await asyncio.wait_for(waiting, timeout(15)) == 1
+            assert await next_message(messages) == b"awaited"
+        with pytest.raises(WebchannelError) as too_long:
+            await asyncio.to_thread(client.publish, channel.channel_id, b"x", None, 31)
+        assert too_long.value.status == 400
+
+
 def test_413_is_raised_at_once_without_retry(tmp_path: Path):
     config = base_config(channel={"max_message_size": 1024})
     with serving(tmp_path, config) as server, Client(server.url, api_key=API_KEY, retries=3) as client:
