@@ -11,6 +11,7 @@ module opens. The close codes the real server cannot be made to send on demand (
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import threading
@@ -146,11 +147,27 @@ class Browser:
         return int(await self.evaluate("window.__statuses.filter((s) => s.state === 'open').length"))
 
 
+class PageServer(ThreadingHTTPServer):
+    """The test's web app: fixed answers by path (``routes``), counting the requests for each."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _PageHandler)
+        self.routes: dict[str, tuple[str, bytes]] = {"/": ("text/html; charset=utf-8", PAGE.encode())}
+        self.hits: dict[str, int] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
 class _PageHandler(BaseHTTPRequestHandler):
+    server: PageServer
+
     def do_GET(self) -> None:
-        body = PAGE.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.server.hits[self.path] = self.server.hits.get(self.path, 0) + 1
+        content_type, body = self.server.routes.get(self.path, ("text/plain", b"not found"))
+        self.send_response(200 if self.path in self.server.routes else 404)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -160,13 +177,13 @@ class _PageHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def page_url() -> Iterator[str]:
-    """``PAGE`` served on a free loopback port, another origin than the webchannel server's."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
+def page_server() -> Iterator[PageServer]:
+    """A :class:`PageServer` on a free loopback port, another origin than the webchannel server's."""
+    httpd = PageServer()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+        yield httpd
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -174,7 +191,7 @@ def page_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def browser(page_url: str) -> AsyncIterator[Browser]:
+async def browser(page_server: PageServer) -> AsyncIterator[Browser]:
     """Headless Chromium showing ``PAGE``; closed after the test."""
     require_browser()
     from playwright.async_api import async_playwright
@@ -185,7 +202,7 @@ async def browser(page_url: str) -> AsyncIterator[Browser]:
             page = await chromium.new_page()
             result = Browser(page)
             page.on("pageerror", lambda error: result.errors.append(f"pageerror: {error}"))
-            await page.goto(page_url)
+            await page.goto(page_server.url + "/")
             yield result
         finally:
             await chromium.close()
@@ -404,4 +421,63 @@ async def test_close_codes_4000_and_4003_stop_every_other_code_reconnects(browse
             assert await browser.stays_false("window.__sockets.length > 1", seconds=1.5)
             assert peer.connections == 1
         await browser.evaluate("window.__subscription.close()")
+    assert browser.errors == []
+
+
+# --- the README's snippet ----------------------------------------------------------------------
+
+README_HOST = "127.0.0.1:8080"
+README_PAGE = """<!doctype html><title>README browser module snippet</title>
+<script>
+window.__received = [];
+window.__info = [];
+const realLog = console.log.bind(console);
+console.log = (...args) => { window.__received.push(args[0]); realLog(...args); };
+console.info = (...args) => window.__info.push(args.join(" "));
+const channelId = %s;
+</script>
+<script type="module">
+%s
+</script>
+"""
+PROGRESS = [{"progress": 10}, {"progress": 50}, {"progress": 100}]
+
+
+def readme_module_snippet() -> str:
+    """The ```js block between <!-- snippet:browser-module --> and its closing comment in README.md."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(
+        r"<!-- snippet:browser-module -->\s*```js\n(?P<code>.*?)```\s*<!-- /snippet:browser-module -->",
+        readme,
+        re.DOTALL,
+    )
+    assert match, "README.md has no ```js block between <!-- snippet:browser-module --> and its closing comment"
+    return match.group("code")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+async def test_readme_module_snippet_gets_its_token_from_the_page_backend_and_receives_progress(
+    browser, page_server, shared_server
+):
+    created = await create_channel(shared_server, "readme-progress-\u00e9")
+    channel_id, token = created["channelId"], created["token"]
+    code = readme_module_snippet()
+    assert code.count(README_HOST) == 2, "the snippet names the server twice (module and socket)"
+    code = code.replace(README_HOST, f"{shared_server.host}:{shared_server.port}")  # the only edit
+    token_path = f"/progress/{quote(channel_id, safe='')}/token"
+    page_server.routes[token_path] = ("application/json", json.dumps({"token": token}).encode())
+    page_server.routes["/readme"] = (
+        "text/html; charset=utf-8",
+        (README_PAGE % (json.dumps(channel_id), code)).encode(),
+    )
+
+    await browser.page.goto(page_server.url + "/readme")
+    await browser.wait("window.__info.includes('webchannel open ')", "the snippet's subscription to open")
+    for message in PROGRESS:
+        await publish(shared_server, channel_id, token, json.dumps(message))
+    await browser.wait("window.__received.length >= 3", "three progress messages")
+    assert await browser.evaluate("window.__received") == PROGRESS
+    assert await browser.evaluate("window.__info") == ["webchannel connecting ", "webchannel open "]
+    assert page_server.hits[token_path] == 1
     assert browser.errors == []
