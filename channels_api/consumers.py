@@ -13,10 +13,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import metrics
+from . import metrics, presence
 from .auth import BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL, authorize, bearer_token
 from .delivery_lag import delivery_lag
-from .events import CloseCode, RefusalReason, RelayMessage, RelayOverflow
+from .events import CloseCode, RefusalReason, RelayClose, RelayMessage, RelayOverflow, relay_message
 from .exceptions import InvalidChannelId, TokenError
 from .layers import layer_outage
 from .names import channel_id_from_url, group_name
@@ -87,7 +87,8 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     not valid percent-encoded UTF-8 in the URL) or a missing, invalid, expired or
     other-channel token closes before accept, which Daphne answers with HTTP 403. After
     accept the server closes only with a :class:`CloseCode`: 4003 when the client sends
-    data, 4008 when it falls behind, 4013 when the channel layer is unavailable. Every
+    data, 4008 when it falls behind, 4013 when the channel layer is unavailable,
+    4000 when the channel is closed. Every
     refusal, and a subscribe the layer could not take (4013 at once), is counted under its
     :class:`RefusalReason`, which its close message carries as ``reason`` for the server's
     access log (``refused <reason>``).
@@ -102,6 +103,8 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     channel_name = ""
     closing = False
     relay: asyncio.Task[None] | None = None
+    listening = False
+    """Counted among the channel's subscribers (:mod:`.presence`)."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scope = scope
@@ -151,6 +154,8 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         layer_outage.succeeded()
         await self.accept(self._subprotocol())
+        presence.joined(self.group)  # counted once it receives the channel's messages
+        self.listening = True
         self.relay = asyncio.create_task(self._relay())
 
     def _subprotocol(self) -> str | None:
@@ -191,6 +196,9 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         group, self.group = self.group, None
         self._count_open(-1)
+        if self.listening:
+            self.listening = False
+            presence.left(group)
         self.channel_layer.forget_channel(self.channel_name)
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
@@ -228,6 +236,12 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         metrics.message_send_errors.inc(event["dropped"])
         logger.info("subscriber too slow: closing with %d, %d messages dropped", CloseCode.TOO_SLOW, event["dropped"])
         await self._close(CloseCode.TOO_SLOW)
+
+    async def relay_close(self, event: RelayClose) -> None:
+        """The channel was closed: its last message (if any), then 4000; the client should not reconnect."""
+        if "data" in event:
+            await self.relay_message(relay_message(event["data"]))
+        await self._close(CloseCode.CHANNEL_CLOSED)
 
     @staticmethod
     def _count_open(delta: int) -> None:

@@ -18,8 +18,9 @@ OTHER_BODY_LIMIT = 16 * 1024
 
 
 def body_limit(method: str, path: str) -> int:
-    """The largest body accepted for a request: ``channel.max_message_size`` for a publish."""
-    if method == "POST" and _CHANNEL_PATH.match(path):
+    """The largest body accepted for a request: ``channel.max_message_size`` for a publish, and
+    for a close (whose body is the channel's last message)."""
+    if method in ("POST", "DELETE") and _CHANNEL_PATH.match(path):
         return settings.WEBCHANNEL.channel.max_message_size  # type: ignore[no-any-return]
     if path == _CREATE_PATH:
         return CREATE_BODY_LIMIT

@@ -6,7 +6,8 @@ from . import client_js, views
 
 urlpatterns = [
     path("webchannel/v1/channels", views.create_channel, name="create_channel"),
-    path("webchannel/v1/channels/<path:channel_id>", views.publish, name="publish"),
+    # info (GET), publish (POST) and close (DELETE); named "publish", the metrics' view label
+    path("webchannel/v1/channels/<path:channel_id>", views.channel, name="publish"),
     path("webchannel/v1/client.js", client_js.client_js, name="client_js"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
+import re
 from http import HTTPStatus
 
 from channels.layers import get_channel_layer
@@ -13,7 +15,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import metrics
+from . import metrics, presence
 from .auth import (
     SUBSCRIBE_SCOPE,
     ApiKey,
@@ -24,12 +26,13 @@ from .auth import (
     narrowed_token,
 )
 from .config import Config
+from .events import relay_close
 from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, ScopeDenied, WrongChannel
-from .layers import readiness
+from .layers import layer_outage, readiness
 from .logs import note_api_key
-from .names import channel_id_from_url, generate_channel_id, validate_channel_id
+from .names import channel_id_from_url, generate_channel_id, group_name, validate_channel_id
 from .problems import api_view
-from .publishing import MessageTooLarge, new_channel, send_to_channel
+from .publishing import PUBLISH_TIMEOUT_SECONDS, MessageTooLarge, check_message_size, new_channel, send_to_channel
 
 logger = logging.getLogger(__name__)
 
@@ -144,15 +147,88 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     channel_id = _path_channel_id(request, channel_id)
     _require_publisher(request, channel_id)
     body = request.body
+    wait = _wait_seconds(request)
+    group = group_name(channel_id)
+    found = 0 if wait is None else await presence.wait_for_listener(group, wait)
+    subscribers = max(found, presence.count(group))  # a dict lookup: other processes' counts are cached
     try:
         await send_to_channel(channel_id, body)
     except MessageTooLarge as exc:
         raise Problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
     except LayerUnavailable as exc:
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
+    return _no_content(subscribers)
+
+
+SUBSCRIBERS_HEADER = "Webchannel-Subscribers"
+MAX_WAIT_SECONDS = 30.0
+_WAIT_VALUE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
+def _wait_seconds(request: HttpRequest) -> float | None:
+    """``?wait=S`` of a publish: seconds (0 < S <= 30) to wait for a subscriber first, or None."""
+    values = request.GET.getlist("wait")
+    if not values:
+        return None
+    text = values[0]
+    seconds = float(text) if len(values) == 1 and _WAIT_VALUE.fullmatch(text) else 0.0
+    if not 0 < seconds <= MAX_WAIT_SECONDS:
+        raise Problem(HTTPStatus.BAD_REQUEST, f"wait must be a number of seconds, > 0 and <= {MAX_WAIT_SECONDS:g}")
+    return seconds
+
+
+def _no_content(subscribers: int) -> HttpResponse:
+    """204 with the number of subscribers (in every process) the message or close was sent to."""
     response = HttpResponse(status=HTTPStatus.NO_CONTENT)
     del response["Content-Type"]  # there is no content
+    response[SUBSCRIBERS_HEADER] = str(subscribers)
     return response
+
+
+async def channel_info(request: HttpRequest, channel_id: str) -> HttpResponse:
+    """How many subscribers the channel has, in every process (other processes asked now)."""
+    channel_id = _path_channel_id(request, channel_id)
+    _require_publisher(request, channel_id, "info")
+    subscribers = await presence.count_now(group_name(channel_id))
+    response = JsonResponse({"channelId": channel_id, "subscribers": subscribers})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+async def close_channel(request: HttpRequest, channel_id: str) -> HttpResponse:
+    """Deliver the body (if any) as the last message, then close every subscriber with 4000.
+
+    Nothing is stored: a subscriber that connects afterwards is not affected.
+    """
+    channel_id = _path_channel_id(request, channel_id)
+    _require_publisher(request, channel_id, "close")
+    body = request.body
+    try:
+        check_message_size(body)
+    except MessageTooLarge as exc:
+        raise Problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
+    group = group_name(channel_id)
+    subscribers = presence.count(group)
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+            await get_channel_layer().group_send(group, relay_close(body or None))
+    except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean 503
+        layer_outage.failed("close", exc)
+        raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the channel layer is unavailable; retry later") from None
+    layer_outage.succeeded()
+    if body:
+        metrics.messages_published.inc()
+        metrics.messages_published_bytes.inc(len(body))
+    return _no_content(subscribers)
+
+
+_CHANNEL_VIEWS = {"GET": channel_info, "POST": publish, "DELETE": close_channel}
+
+
+@api_view("GET", "POST", "DELETE")
+async def channel(request: HttpRequest, channel_id: str) -> HttpResponse:
+    """``/webchannel/v1/channels/{id}`` over plain HTTP: info (GET), publish (POST), close (DELETE)."""
+    return await _CHANNEL_VIEWS[str(request.method)](request, channel_id)
 
 
 @api_view("GET", "HEAD")
