@@ -5,8 +5,8 @@ from a real ``manage.py serve``, as a Django app's page would, and subscribes. (
 loopback: Chromium refuses a public page access to loopback addresses.) The page's
 ``getToken`` hands out the tokens the test queued in ``window.__tokens`` (the last one again
 when one is left) and counts its calls; a ``WebSocket`` subclass records every socket the
-module opens. The close codes the real server cannot be made to send on demand (4000, 4008,
-4013, 1011) come from a small WebSocket server inside the test.
+module opens. The close codes the real server cannot be made to send on demand (4008, 4013,
+1011, ...) come from a small WebSocket server inside the test.
 """
 
 from __future__ import annotations
@@ -348,6 +348,27 @@ async def test_messages_are_array_buffers_or_with_frames_text_strings_when_utf8(
     assert await browser.evaluate("window.__messages") == [text, "\ufffd\ufffd"]
     opened = await browser.evaluate("window.__sockets[0].socket.url")
     assert opened == (url if frames is None else url + "?frames=text")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+async def test_closing_the_channel_delivers_its_last_message_then_stops_the_subscription(browser, shared_server):
+    created = await create_channel(shared_server)
+    channel_id, token = created["channelId"], created["token"]
+    await browser.subscribe(shared_server.url, channel_ws_url(shared_server, channel_id), [token])
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    async with httpx.AsyncClient(timeout=timeout(10)) as client:
+        response = await client.request(
+            "DELETE",
+            f"{shared_server.url}/webchannel/v1/channels/{quote(channel_id, safe='')}",
+            headers={"Authorization": f"Bearer {token}"},
+            content=b"done",
+        )
+    assert response.status_code == 204, response.text
+    await browser.wait("window.__statuses.some((s) => s.state === 'stopped')", "the subscription to stop")
+    assert await browser.evaluate("window.__messages") == ["done"]
+    assert (await browser.evaluate("window.__statuses"))[-1]["code"] == 4000
+    assert await browser.stays_false("window.__sockets.length > 1", seconds=1.5), "it reconnected after 4000"
 
 
 @pytest.mark.slow
