@@ -80,14 +80,20 @@ async def test_different_prefixes_on_one_redis_share_no_message_and_no_count(
             assert counts(other) == (2, 2)
 
         # Every pub/sub channel either deployment asked Redis for starts with its prefix,
-        # readiness probes included, and neither stored a key.
+        # readiness probes included, and the only keys are the subscriber counts (presence),
+        # under the prefix too, each expiring.
         seen = monitor.channels()
         assert {command for command, _ in seen} >= {"PUBLISH", "SUBSCRIBE"}
         assert all(name.startswith(("alpha__group__", "webchannel__group__")) for _, name in seen), seen
         readiness = [name for _, name in seen if "__group__wc-readyz." in name]
         assert {name.split("__", 1)[0] for name in readiness} == {"alpha", "webchannel"}
         with shared_redis.client() as admin:
-            assert admin.info("keyspace") == {}
+            keyspace = admin.info("keyspace")
+            assert all(db["keys"] == db["expires"] for db in keyspace.values()), keyspace
+            for db, prefix in ((1, "alpha"), (2, "webchannel")):
+                admin.execute_command("SELECT", db)  # one connection: the client is used by this thread only
+                keys = list(admin.keys("*"))
+                assert all(key.startswith(f"{prefix}__presence") for key in keys), keys
 
 
 async def test_processes_with_the_same_prefix_share_channels(tmp_path: Path, shared_redis: ConfiguredRedis) -> None:
