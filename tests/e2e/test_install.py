@@ -6,18 +6,20 @@ build writes nothing into the checkout; the installed service then runs from ano
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.common import API_KEY
-from tests.harness import REPO, ServerProcess, base_config, clean_env, timeout, toml
+from tests.harness import REPO, RedisServer, ServerProcess, base_config, clean_env, timeout, toml, wait_for
 
 PACKAGES = ("channels_api", "webchannel_project", "webchannel_client")
 
@@ -81,7 +83,7 @@ def test_runtime_dependencies_are_read_from_requirements_txt():
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_pip_install_gives_a_working_webchannel_command(tmp_path: Path):
+def test_pip_install_gives_a_working_webchannel_command(tmp_path: Path, redis_server: RedisServer):
     before = _build_outputs(REPO)
     source = tmp_path / "source"
     files = _copy_checkout(source)
@@ -125,34 +127,57 @@ def test_pip_install_gives_a_working_webchannel_command(tmp_path: Path):
     assert check.returncode == 0, check.stdout + check.stderr
     assert "System check identified no issues" in check.stdout + check.stderr
 
-    server = _serve(workdir, config_path, env)
-    try:
-        server.wait_listening(30)
-        round_trip = subprocess.run(
-            [str(bindir / "python"), "-c", CLIENT_ROUND_TRIP, server.url, API_KEY],
-            cwd=workdir,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout(60),
-        )
-        assert round_trip.returncode == 0, round_trip.stdout + round_trip.stderr + server.output()
-        assert round_trip.stdout.strip() == "installed"
-    finally:
-        server.stop()
+    with _serve(workdir, config_path, env) as server:
+        _assert_client_round_trip(bindir / "python", server, workdir, env)
+
+    # serve --workers starts its workers as `python <argv[0]> serve ...`: here argv[0] is the script.
+    workers_config = workdir / "workers.toml"
+    workers_config.write_text(toml(base_config(redis={"url": redis_server.url})))
+    with _serve(workdir, workers_config, env, "--workers", "2") as server:
+        wait_for(lambda: _workers_started(server), 30, "the workers to start")
+        _assert_client_round_trip(bindir / "python", server, workdir, env)
+
+
+def _workers_started(server: ServerProcess) -> bool:
+    return any(" workers: " in line and "started" in line for line in server.output().splitlines())
+
+
+def _assert_client_round_trip(python: Path, server: ServerProcess, cwd: Path, env: dict[str, str]) -> None:
+    """The installed client creates a channel, subscribes and receives what it published."""
+    round_trip = subprocess.run(
+        [str(python), "-c", CLIENT_ROUND_TRIP, server.url, API_KEY],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout(60),
+    )
+    assert round_trip.returncode == 0, round_trip.stdout + round_trip.stderr + server.output()
+    assert round_trip.stdout.strip() == "installed"
 
 
 def _build_outputs(root: Path) -> set[str]:
     return {path.name for path in [root / "build", root / "dist", *root.glob("*.egg-info")] if path.exists()}
 
 
-def _serve(workdir: Path, config_path: Path, env: dict[str, str]) -> ServerProcess:
-    log_path = workdir / "server.log"
+@contextlib.contextmanager
+def _serve(workdir: Path, config_path: Path, env: dict[str, str], *args: str) -> Iterator[ServerProcess]:
+    """``webchannel serve -c FILE`` from ``workdir``, listening for the block, stopped after it."""
+    log_path = workdir / f"{config_path.stem}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            ["webchannel", "serve", "-c", str(config_path)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            ["webchannel", "serve", "-c", str(config_path), *args],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-    return ServerProcess(proc, log_path)
+    server = ServerProcess(proc, log_path)
+    try:
+        server.wait_listening(30)
+        yield server
+    finally:
+        server.stop()
 
 
 def _assert_package_files_installed(files: list[str], site: Path) -> None:
