@@ -77,6 +77,18 @@ def test_each_key_does_what_its_scopes_allow(keyed_server):
     assert publish(keyed_server, channel_id, API_KEY).status_code == 204
 
 
+def test_info_and_close_follow_the_scopes_too(keyed_server):
+    channel_id = create(keyed_server, CREATOR_KEY).json()["channelId"]
+    url = channel_url(keyed_server.url, channel_id)
+    info = httpx.get(url, headers={"x-api-key": CREATOR_KEY}, timeout=timeout(10))
+    assert info.status_code == 200, info.text
+    document = assert_problem(httpx.get(url, headers={"x-api-key": CI_KEY}, timeout=timeout(10)), 403)
+    assert document["detail"] == "this API key lacks the 'info' scope"
+    document = assert_problem(httpx.delete(url, headers={"x-api-key": CREATOR_KEY}, timeout=timeout(10)), 403)
+    assert document["detail"] == "this API key lacks the 'close' scope"
+    assert httpx.delete(url, headers={"x-api-key": API_KEY}, timeout=timeout(10)).status_code == 204
+
+
 def test_an_unknown_key_is_401_as_before(keyed_server):
     response = assert_problem(create(keyed_server, "no-such-key"), 401)
     assert response["detail"] == "the x-api-key was not accepted"

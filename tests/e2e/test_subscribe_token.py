@@ -56,6 +56,22 @@ async def test_publishing_with_it_is_403_problem_json(shared_server):
     assert document["detail"] == "this token may only subscribe"
 
 
+async def test_reading_info_or_closing_with_it_is_403_and_the_full_token_may(shared_server):
+    created = create(shared_server.url)
+    url = channel_url(shared_server.url, created["channelId"])
+    async with http_client() as client:
+        for method in ("GET", "DELETE"):
+            response = await client.request(
+                method, url, headers={"authorization": f"Bearer {created['subscribeToken']}"}
+            )
+            document = assert_problem(response, 403, method)
+            assert document["detail"] == "this token may only subscribe"
+        info = await client.get(url, headers={"authorization": f"Bearer {created['token']}"})
+        assert info.status_code == 200, info.text
+        closed = await client.delete(url, headers={"authorization": f"Bearer {created['token']}"})
+        assert closed.status_code == 204, closed.text
+
+
 async def test_a_forged_scope_is_refused_everywhere(shared_server):
     """A correctly signed token with a scope this version does not know grants nothing (401/403)."""
     created = create(shared_server.url)
