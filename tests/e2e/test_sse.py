@@ -21,18 +21,23 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.common import assert_problem, expired_token
+from tests.common import API_KEY, assert_problem, expired_token
 from tests.e2e.helpers import (
     CHANNELS,
     RssWatch,
+    channel_url,
+    closed_with,
     create_channel,
     eventually,
     gauge_equals,
     http_client,
+    metric_value,
+    metrics_text,
     publish,
     read_until_connection_ends,
     refused_status,
     subscribe,
+    users_connected,
     ws_url,
 )
 from tests.harness import ServerProcess, base_config, serving, timeout
@@ -306,3 +311,71 @@ async def test_sigterm_ends_the_stream_within_the_drain_window(tmp_path: Path):
         assert ended < 1.0 + 0.5, ended
         assert server.wait_exit(10) == 0
         assert "Traceback" not in server.output()
+
+
+async def test_a_subscribe_only_token_opens_a_stream(shared_server: ServerProcess):
+    response = httpx.post(
+        f"{shared_server.url}{CHANNELS}", headers={"x-api-key": API_KEY}, json={}, timeout=timeout(10)
+    )
+    created = response.json()
+    channel_id, subscribe_token = created["channelId"], created["subscribeToken"]
+    async with stream_client() as client:
+        url = events_url(shared_server.url, channel_id, subscribe_token)
+        async with event_stream(client, url) as sse, http_client() as publisher:
+            response = await publish(publisher, shared_server.url, channel_id, b"hi", token=created["token"])
+            assert response.status_code == 204
+            assert await sse.next_event() == ("message", "hi")
+
+
+async def channel_subscribers(client: httpx.AsyncClient, base_url: str, channel_id: str) -> int:
+    response = await client.get(channel_url(base_url, channel_id), headers={"x-api-key": API_KEY})
+    assert response.status_code == 200, response.text
+    return int(response.json()["subscribers"])
+
+
+async def test_a_stream_counts_as_a_subscriber_and_ends_when_the_channel_is_closed(shared_server: ServerProcess):
+    channel_id, token = create_channel(shared_server.url)
+    async with stream_client() as client, http_client() as api:
+        async with subscribe(shared_server.url, channel_id, token) as ws:
+            async with event_stream(client, events_url(shared_server.url, channel_id, token)) as sse:
+                assert await channel_subscribers(api, shared_server.url, channel_id) == 2
+                url = channel_url(shared_server.url, channel_id)
+                response = await api.request("DELETE", url, headers={"x-api-key": API_KEY}, content=b"bye\nnow")
+                assert response.status_code == 204
+                assert response.headers["webchannel-subscribers"] == "2"
+                assert await sse.next_event() == ("message", "bye\nnow")
+                await sse.until_end(10)
+            assert await ws.recv() == b"bye\nnow"
+            assert await closed_with(ws) == 4000
+        await eventually(
+            lambda: _subscribers_are(api, shared_server.url, channel_id, 0), 10, "the channel to have no subscribers"
+        )
+
+
+async def _subscribers_are(client: httpx.AsyncClient, base_url: str, channel_id: str, expected: int) -> bool:
+    return await channel_subscribers(client, base_url, channel_id) == expected
+
+
+async def test_streams_are_in_the_metrics_and_carry_cors_headers(tmp_path: Path):
+    config = base_config(server={"cors_origins": ["https://app.example"]})
+    with serving(tmp_path, config, name="sse-metrics") as server:
+        channel_id, token = create_channel(server.url)
+        url = events_url(server.url, channel_id, token)
+        async with stream_client() as client:
+            async with event_stream(client, url, {"origin": "https://app.example"}) as sse:
+                assert sse.response.headers["access-control-allow-origin"] == "https://app.example"
+                assert await asyncio.to_thread(users_connected, server.url) == 1
+                async with http_client() as publisher:
+                    response = await publish(publisher, server.url, channel_id, b"counted", token=token)
+                    assert response.status_code == 204
+                assert await sse.next_event() == ("message", "counted")
+            async with event_stream(client, url, {"origin": "https://elsewhere.example"}) as sse:
+                assert "access-control-allow-origin" not in sse.response.headers
+            response = await client.get(events_url(server.url, channel_id, "bad"), headers={"accept": "*/*"})
+            assert response.status_code == 401
+        text = await asyncio.to_thread(metrics_text, server.url)
+        responses = "django_http_responses_total_by_status_view_method_total"
+        assert metric_value(text, responses, {"status": "200", "view": "channel_events", "method": "GET"}) == 2
+        assert metric_value(text, responses, {"status": "401", "view": "channel_events", "method": "GET"}) == 1
+        assert metric_value(text, "webchannel_websocket_refused_total", {"reason": "invalid_token"}) == 1
+        assert metric_value(text, "webchannel_messages_sent_total") == 1
