@@ -21,6 +21,8 @@ class AsyncClient:
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 10.0, retries: int = 3) -> None:
+        if retries < 0 or timeout <= 0:
+            raise ValueError(f"retries must be >= 0 and timeout > 0, not {retries!r} and {timeout!r}")
         self.api_key = api_key
         self.timeout = timeout
         self.retries = retries

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -24,7 +23,7 @@ class Subscription:
         self._token = token
         self._timeout = timeout
         self._ws: ClientConnection | None = None
-        self._closed_by_us = False
+        self._done = False
 
     async def connect(self) -> None:
         """Open the socket (a no-op when open): once it returns, the server delivers to it."""
@@ -49,7 +48,7 @@ class Subscription:
 
     async def aclose(self) -> None:
         """Close the socket; iteration then ends."""
-        self._closed_by_us = True
+        self._done = True
         if self._ws is not None:
             await self._ws.close()
 
@@ -66,24 +65,22 @@ class Subscription:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._closed_by_us:
+        if self._done:
             raise StopAsyncIteration
         await self.connect()
         assert self._ws is not None
         try:
             message = await self._ws.recv()
         except ConnectionClosed as exc:
-            await self._end(exc)
+            self._end(exc)
             raise StopAsyncIteration from None
-        except asyncio.CancelledError:
-            raise
         return message.encode() if isinstance(message, str) else message
 
-    async def _end(self, exc: ConnectionClosed) -> None:
-        """Return on a clean end (channel closed, or closed by us); raise on any other close."""
-        if self._closed_by_us:
+    def _end(self, exc: ConnectionClosed) -> None:
+        """Return on a clean end (channel closed, normal closure, or closed by us); raise on any other close."""
+        if self._done:
             return
-        self._closed_by_us = True
+        self._done = True
         code = exc.rcvd.code if exc.rcvd is not None else None
         if code in CLEAN_CLOSES:
             return

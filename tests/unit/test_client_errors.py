@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from webchannel_client import Channel, WebchannelError
+from webchannel_client import AsyncClient, Channel, Client, WebchannelError
 from webchannel_client import _common as common
 from webchannel_client.errors import error_from_response, error_from_transport
 
@@ -144,3 +144,11 @@ def test_channel_from_the_create_response():
     assert Channel.from_json({"channelId": "c", "token": "t"}) == Channel("c", "t", None, None)
     with pytest.raises(WebchannelError, match="channelId or token"):
         Channel.from_json({"channelId": "c"})
+
+
+@pytest.mark.parametrize("kwargs", [{"retries": -1}, {"timeout": 0}])
+def test_nonsense_arguments_are_refused(kwargs):
+    with pytest.raises(ValueError, match="retries must be >= 0 and timeout > 0"):
+        Client("http://127.0.0.1:1", **kwargs)
+    with pytest.raises(ValueError, match="retries must be >= 0 and timeout > 0"):
+        AsyncClient("http://127.0.0.1:1", **kwargs)
