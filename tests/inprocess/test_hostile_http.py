@@ -705,14 +705,14 @@ def check(request: Request, response: Response) -> None:
         if request.method == "POST" and max(sizes) > CREATE_LIMIT:
             assert status == 413, f"create body over 16 KiB not refused with 413: {context}"
     elif channel_id is not None:
-        allowed = {204, 400, 401, 403, 405, 413}
+        allowed = {200, 204, 400, 401, 403, 405, 413}  # 200: channel info (GET)
         if not follows_id_rules(channel_id):
-            allowed = (allowed - {204}) | {404}  # an invalid id may be 400 or 404 outside create
-        if request.method == "POST" and max(sizes) > MAX_MESSAGE_SIZE:
-            assert status == 413, f"publish body over max_message_size not refused with 413: {context}"
+            allowed = (allowed - {200, 204}) | {404}  # an invalid id may be 400 or 404 outside create
+        if request.method in ("POST", "DELETE") and max(sizes) > MAX_MESSAGE_SIZE:
+            assert status == 413, f"publish or close body over max_message_size not refused with 413: {context}"
         if 200 <= status < 300:
-            assert request.method == "POST" or preflight, context
-            if request.method == "POST":
+            assert request.method in ("POST", "GET", "DELETE") or preflight, context
+            if request.method in ("POST", "GET", "DELETE"):
                 assert follows_id_rules(channel_id), f"2xx for an invalid id: {context}"
                 assert credentials_could_be_valid(request, channel_id), f"2xx publish without credentials: {context}"
     elif request.path in ("/healthz", "/readyz", "/metrics"):
