@@ -6,8 +6,12 @@ Retries are observed in the server's access log: one line per request the server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -200,3 +204,53 @@ def test_a_server_that_is_not_there_is_retried_then_cannot_connect():
     assert refused.value.title == "Cannot connect"
     assert f"127.0.0.1:{port}" in (refused.value.detail or "")
     assert elapsed >= 0.05 + 0.1  # two backoff waits: at least half of 0.1 s, then half of 0.2 s
+
+
+def test_connections_are_reused(shared_server: ServerProcess):
+    with Client(shared_server.url, api_key=API_KEY) as client:
+        client.create_channel("reused")
+        for _ in range(3):
+            client.publish("reused", b"x")
+    wait_logged(shared_server, "POST", "/webchannel/v1/channels/reused", 204, 3)
+    peers = {
+        line.split("webchannel.access: ", 1)[1].split(" ", 1)[0]
+        for line in shared_server.output().splitlines()
+        if '"POST /webchannel/v1/channels/reused" 204 ' in line
+    }
+    assert len(peers) == 1, peers  # one TCP connection (the same client port) for all three
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A TCP port that accepts connections and never answers; the accepted sockets are listed."""
+    accepted: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.05)
+        stop = threading.Event()
+
+        def accept() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    accepted.append(listener.accept()[0])
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        try:
+            yield listener.getsockname()[1], accepted
+        finally:
+            stop.set()
+            thread.join(timeout(5))
+            for conn in accepted:
+                conn.close()
+
+
+def test_a_read_timeout_is_raised_and_the_publish_not_sent_again():
+    with silent_server() as (port, accepted), Client(f"http://127.0.0.1:{port}", timeout=0.5, retries=3) as client:
+        started = time.monotonic()
+        with pytest.raises(WebchannelError) as timed_out:
+            client.publish("x", b"maybe delivered")
+        assert time.monotonic() - started < timeout(5)
+    assert (timed_out.value.status, timed_out.value.title) == (None, "Timed out")
+    assert len(accepted) == 1  # it may have reached the server: sending it again could deliver it twice
