@@ -379,3 +379,20 @@ async def test_streams_are_in_the_metrics_and_carry_cors_headers(tmp_path: Path)
         assert metric_value(text, responses, {"status": "401", "view": "channel_events", "method": "GET"}) == 1
         assert metric_value(text, "webchannel_websocket_refused_total", {"reason": "invalid_token"}) == 1
         assert metric_value(text, "webchannel_messages_sent_total") == 1
+
+
+@pytest.mark.slow
+async def test_through_redis_a_stream_on_one_process_gets_a_publish_on_another_and_counts_there(redis_pair):
+    a, b = redis_pair
+    channel_id, token = create_channel(a.url)
+    async with stream_client() as client, http_client() as api:
+        async with event_stream(client, events_url(b.url, channel_id, token)) as sse:
+            await eventually(
+                lambda: _subscribers_are(api, a.url, channel_id, 1), 10, "process A to count B's event stream"
+            )
+            response = await publish(api, a.url, channel_id, "via redis\n\u00e9".encode(), token=token)
+            assert response.status_code == 204
+            assert await sse.next_event() == ("message", "via redis\n\u00e9")
+            response = await publish(api, a.url, channel_id, b"\x00\xff", token=token)
+            assert await sse.next_event() == ("binary", base64.b64encode(b"\x00\xff").decode())
+        await eventually(lambda: _subscribers_are(api, a.url, channel_id, 0), 10, "the stream to be forgotten")
