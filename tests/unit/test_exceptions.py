@@ -17,6 +17,7 @@ TREE = {
     exc.InvalidToken: exc.TokenError,
     exc.ExpiredToken: exc.InvalidToken,
     exc.WrongChannel: exc.TokenError,
+    exc.ScopeDenied: exc.WebchannelError,
     exc.InvalidChannelId: exc.WebchannelError,
     exc.LayerUnavailable: exc.WebchannelError,
     exc.Problem: exc.WebchannelError,
