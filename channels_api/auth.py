@@ -14,7 +14,7 @@ import functools
 import hmac
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -184,12 +184,6 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def api_key_matches(presented: str | None, keys: Iterable[str]) -> bool:
-    """True if ``presented`` equals one of ``keys``; compares with every key, in constant time."""
-    entries = [ApiKey(API_KEYS_LABEL, key, frozenset(API_KEY_ACTIONS)) for key in keys]
-    return find_api_key(presented, entries) is not None
-
-
 API_KEYS_LABEL = "api_keys"
 """The name every key of the plain ``channel.api_keys`` list goes by in logs and metrics."""
 
@@ -199,8 +193,14 @@ class ApiKey:
     """An API key with the name logs and metrics show for it and the actions it may take."""
 
     name: str
-    key: str
+    key: str = field(repr=False)
     scopes: frozenset[str]
+
+
+def api_key_matches(presented: str | None, keys: Iterable[str]) -> bool:
+    """True if ``presented`` equals one of ``keys``; compares with every key, in constant time."""
+    entries = [ApiKey(API_KEYS_LABEL, key, frozenset(API_KEY_ACTIONS)) for key in keys]
+    return find_api_key(presented, entries) is not None
 
 
 def find_api_key(presented: str | None, entries: Iterable[ApiKey]) -> ApiKey | None:
