@@ -307,7 +307,9 @@ class ServerConfig:
         (), "Origins allowed to call the HTTP API from a browser (CORS).", check=_origins
     )
     cors_allow_any_origin: bool = setting(False, "Allow any origin (CORS); overrides cors_origins.")
-    ping_interval: float = setting(20.0, "Seconds between keepalive pings to each subscriber.", check=_positive)
+    ping_interval: float = setting(
+        20.0, "Seconds between keepalive pings to each subscriber (a comment on an event stream).", check=_positive
+    )
     ping_timeout: float = setting(30.0, "Seconds to wait for a pong before dropping a subscriber.", check=_positive)
     max_backlog_bytes: int = setting(
         4 * 1024 * 1024,
@@ -317,12 +319,13 @@ class ServerConfig:
     )
     max_connections: int = setting(
         10000,
-        "Subscriber sockets one process holds at most; further handshakes are refused (403).",
+        "Subscriber sockets and event streams one process holds at most, together; further "
+        "handshakes are refused (403), further event streams get 503.",
         check=_positive,
     )
     drain_window: float = setting(
         2.0,
-        "On SIGTERM, subscriber sockets are closed (1012) spread over this many seconds.",
+        "On SIGTERM, subscriber sockets are closed (1012) and event streams ended, spread over this many seconds.",
         check=_non_negative,
     )
     access_log: bool = setting(True, "Log one line per HTTP request and WebSocket (secrets redacted).")
