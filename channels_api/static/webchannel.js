@@ -32,7 +32,7 @@ const STABLE_MS = 10000;
  * @property {number} [code] close code of the socket that just closed
  * @property {string} [reason] its close reason
  * @property {number} [delay] milliseconds until the next attempt ("reconnecting")
- * @property {unknown} [error] what getToken threw
+ * @property {unknown} [error] what getToken threw, or why a token could not be offered
  */
 
 /**
@@ -68,11 +68,8 @@ function expiry(token) {
  * @returns {{close(): void}}
  */
 export function subscribe(url, { getToken, onMessage, onStatus = () => {}, frames = "binary" }) {
-  if (frames === "text") {
-    const withFrames = new URL(url);
-    withFrames.searchParams.set("frames", "text");
-    url = withFrames.href;
-  }
+  const target = new URL(url); // a malformed URL throws here, to the caller
+  if (frames === "text") target.searchParams.set("frames", "text");
   let token = null;
   let socket = null;
   let timer = null;
@@ -106,7 +103,13 @@ export function subscribe(url, { getToken, onMessage, onStatus = () => {}, frame
       }
       if (stopped) return;
     }
-    const ws = new WebSocket(url, ["webchannel", "webchannel.bearer." + token]);
+    let ws;
+    try {
+      ws = new WebSocket(target, ["webchannel", "webchannel.bearer." + token]);
+    } catch (error) { // a token that cannot be a subprotocol: ask for another one
+      token = null;
+      return retry({ error });
+    }
     let openedAt = 0;
     socket = ws;
     ws.binaryType = "arraybuffer";

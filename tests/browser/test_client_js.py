@@ -4,7 +4,7 @@ A page on another origin (a small HTTP server of the test, on another port) impo
 from a real ``manage.py serve``, as a Django app's page would, and subscribes. (Both are on
 loopback: Chromium refuses a public page access to loopback addresses.) The page's
 ``getToken`` hands out the tokens the test queued in ``window.__tokens`` (the last one again
-when one is left) and counts its calls; a ``WebSocket`` subclass records every socket the
+when one is left; ``"throw"`` makes it throw) and counts its calls; a ``WebSocket`` subclass records every socket the
 module opens. The close codes the real server cannot be made to send on demand (4008, 4013,
 1011, ...) come from a small WebSocket server inside the test.
 """
@@ -56,7 +56,9 @@ SUBSCRIBE = """async ([moduleUrl, url, frames]) => {
   window.__subscription = subscribe(url, {
     getToken: async () => {
       window.__tokenCalls += 1;
-      return window.__tokens.length > 1 ? window.__tokens.shift() : window.__tokens[0];
+      const token = window.__tokens.length > 1 ? window.__tokens.shift() : window.__tokens[0];
+      if (token === "throw") throw new Error("the token endpoint failed");
+      return token;
     },
     onMessage: (data) => window.__messages.push(data instanceof ArrayBuffer ? new TextDecoder().decode(data)
       : typeof data === "string" ? "string:" + data : "neither ArrayBuffer nor string"),
@@ -348,6 +350,25 @@ async def test_messages_are_array_buffers_or_with_frames_text_strings_when_utf8(
     assert await browser.evaluate("window.__messages") == [text, "\ufffd\ufffd"]
     opened = await browser.evaluate("window.__sockets[0].socket.url")
     assert opened == (url if frames is None else url + "?frames=text")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("first", "error"),
+    [("throw", "the token endpoint failed"), ("not a subprotocol", "SyntaxError")],
+    ids=["get-token-throws", "token-with-spaces"],
+)
+async def test_a_failed_get_token_or_an_unusable_token_is_retried_with_backoff(browser, shared_server, first, error):
+    created = await create_channel(shared_server)
+    channel_id, token = created["channelId"], created["token"]
+    await browser.subscribe(shared_server.url, channel_ws_url(shared_server, channel_id), [first, token])
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    statuses = await browser.evaluate("window.__statuses.map((s) => [s.state, String(s.error ?? '')])")
+    assert [state for state, _ in statuses] == ["connecting", "reconnecting", "connecting", "open"], statuses
+    assert error in statuses[1][1]
+    assert await browser.evaluate("window.__tokenCalls") == 2
+    assert browser.errors == []
 
 
 @pytest.mark.slow
