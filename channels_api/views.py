@@ -167,6 +167,8 @@ _WAIT_VALUE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 def _wait_seconds(request: HttpRequest) -> float | None:
     """``?wait=S`` of a publish: seconds (0 < S <= 30) to wait for a subscriber first, or None."""
+    if not request.META.get("QUERY_STRING"):
+        return None  # the usual publish: no query to parse
     values = request.GET.getlist("wait")
     if not values:
         return None
