@@ -396,3 +396,26 @@ async def test_through_redis_a_stream_on_one_process_gets_a_publish_on_another_a
             response = await publish(api, a.url, channel_id, b"\x00\xff", token=token)
             assert await sse.next_event() == ("binary", base64.b64encode(b"\x00\xff").decode())
         await eventually(lambda: _subscribers_are(api, a.url, channel_id, 0), 10, "the stream to be forgotten")
+
+
+@pytest.mark.slow
+async def test_events_pass_through_the_shipped_nginx_configuration_one_by_one(tmp_path: Path):
+    from tests.nginx import nginx_binary, proxying
+
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed")
+    config = base_config(server={"ping_interval": 0.3})
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(serving(tmp_path, config, name="sse-nginx"))
+        nginx = stack.enter_context(proxying(tmp_path / "nginx", [f"{server.host}:{server.port}"]))
+        channel_id, token = create_channel(nginx.url)
+        url = events_url(nginx.url, channel_id, token)
+        async with stream_client() as client, event_stream(client, url) as sse, http_client() as publisher:
+            # Each event arrives before the next publish: nothing waits in nginx's buffers.
+            for payload in [b"one\ntwo", b"\xff\x00", "dr\u00e9i".encode()]:
+                response = await publish(publisher, nginx.url, channel_id, payload, token=token)
+                assert response.status_code == 204
+                kind, data = await sse.next_event()
+                got = base64.b64decode(data) if kind == "binary" else data.encode()
+                assert got == payload
+            assert "keepalive" in await sse.comments(2, 10)
