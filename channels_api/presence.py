@@ -42,6 +42,7 @@ __all__ = [
     "joined",
     "left",
     "presence",
+    "start",
     "wait_for_listener",
 ]
 
@@ -96,7 +97,7 @@ class Presence:
         self.local[group] = n
         self._changed.add(group)
         if n == 1:
-            self._ensure_started()
+            self.start()
             if self._wake is not None:
                 self._wake.set()  # a first listener is written now: a waiting publisher may be elsewhere
         for waiter in self._waiters.pop(group, ()):
@@ -116,34 +117,45 @@ class Presence:
 
     def count(self, group: str) -> int:
         """Subscribers of ``group`` in every process: this one's exact, the others' as last refreshed."""
-        if self._task is None:
-            self._ensure_started()
+        if self._task is None and self.redis is not None:  # once known to be None: no Redis, nothing to start
+            self.start()
         return self.local.get(group, 0) + self.others.get(group, 0)
 
     async def count_now(self, group: str) -> int:
         """Subscribers of ``group`` in every process, the others' asked of Redis now (the cached
-        count if Redis does not answer)."""
-        self._ensure_started()
-        if self._client is None:
+        count if Redis does not answer).
+
+        Called on another event loop than the refresh task's (``publish_sync`` from a thread), it
+        asks through a connection of its own, closed before it returns.
+        """
+        target = self._target()
+        if target is None:
             return self.local.get(group, 0)
+        client, temporary = self._client, False
+        if client is None or not self._refreshing_here():
+            client, temporary = _client(target[0]), True
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-                processes = await self._client.hkeys(self._registry)
+                processes = await client.hkeys(self._registry)
                 peers = [p.decode() for p in processes if p.decode() != self.process_id]
                 if not peers:
                     return self.local.get(group, 0)
-                pipe = self._client.pipeline(transaction=False)
+                pipe = client.pipeline(transaction=False)
                 for peer in peers:
                     pipe.hget(self._key(peer), group)
                 counts = await pipe.execute()
         except Exception as exc:
             self._failed(exc)
-            return self.count(group)
+            return self.local.get(group, 0) + self.others.get(group, 0)
+        finally:
+            if temporary:
+                await client.aclose(close_connection_pool=True)
         return self.local.get(group, 0) + sum(int(n) for n in counts if n is not None)
 
     async def wait_for_listener(self, group: str, seconds: float) -> int:
         """Wait up to ``seconds`` until ``group`` has a subscriber in some process; return how many
         it has (0 if none came in time)."""
+        self.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
@@ -156,7 +168,7 @@ class Presence:
             waiters.append(waiter)
             try:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(POLL_SECONDS if self._client is not None else left, left)):
+                    async with asyncio.timeout(min(POLL_SECONDS if self.redis is not None else left, left)):
                         await waiter
             finally:
                 if waiter in waiters:
@@ -173,23 +185,31 @@ class Presence:
     def _key(self, process_id: str) -> str:
         return f"{self._prefix}__presence__{process_id}"
 
-    def _ensure_started(self) -> None:
-        """Start the refresh task on the running loop, if Redis is configured and it is not running there."""
+    def start(self) -> None:
+        """Start the refresh task on the running loop, unless Redis is not configured or the task
+        runs already (on a loop that is still open)."""
         task = self._task
-        if task is not None and not task.done() and task.get_loop() is _running_loop():
+        if task is not None and not task.done() and not task.get_loop().is_closed():
             return
-        target = _redis_target() if self.redis == "settings" else self.redis
-        if target is None:
-            self._task = _NO_TASK  # in-process layer: local counts only
-            return
+        target = self._target()
         loop = _running_loop()
-        if loop is None:
+        if target is None or loop is None:
             return
-        host, self._prefix = target  # type: ignore[misc]
-        self._client = _client(host)
+        self._client = _client(target[0])
         self._wake = asyncio.Event()
         self._rewrite, self._peers, self.others = True, {}, {}
         self._task = loop.create_task(self._run(), name="webchannel presence")
+
+    def _target(self) -> RedisTarget | None:
+        if self.redis == "settings":
+            self.redis = _redis_target()
+        if self.redis is not None:
+            self._prefix = self.redis[1]
+        return self.redis
+
+    def _refreshing_here(self) -> bool:
+        task = self._task
+        return task is not None and not task.done() and task.get_loop() is _running_loop()
 
     async def _run(self) -> None:
         wake = self._wake
@@ -313,19 +333,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-class _NoTask:
-    """Stands for the refresh task when there is nothing to refresh (no Redis)."""
-
-    def done(self) -> bool:
-        return False
-
-    def get_loop(self) -> asyncio.AbstractEventLoop | None:
-        return _running_loop()
-
-
-_NO_TASK: Any = _NoTask()
-
-
 def _redis_target() -> RedisTarget | None:
     """The first Redis host entry and ``redis.prefix``, or None with the in-process layer."""
     from django.conf import settings
@@ -348,6 +355,7 @@ def _client(host: dict[str, Any]) -> Any:
 presence = Presence()
 """This process's counts: what subscribers report to and what the views read."""
 
+start = presence.start
 joined = presence.joined
 left = presence.left
 count = presence.count

@@ -191,6 +191,7 @@ async def channel_info(request: HttpRequest, channel_id: str) -> HttpResponse:
     """How many subscribers the channel has, in every process (other processes asked now)."""
     channel_id = _path_channel_id(request, channel_id)
     _require_publisher(request, channel_id, "info")
+    presence.start()  # this server's loop: the refresh task's connection is used from now on
     subscribers = await presence.count_now(group_name(channel_id))
     response = JsonResponse({"channelId": channel_id, "subscribers": subscribers})
     response["Cache-Control"] = "no-store"

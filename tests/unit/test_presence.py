@@ -151,3 +151,16 @@ def test_one_processes_hash_per_channel_field(target: RedisTarget) -> None:
     host, _ = target
     with redis.Redis.from_url(host["address"]) as admin:
         assert admin.hlen("test__presence__a") == 2000
+
+
+async def test_asking_from_another_event_loop_leaves_the_refresh_task_alone(pair: tuple[Presence, Presence]) -> None:
+    """``publish_sync`` in a thread runs on a loop of its own: it asks through its own connection."""
+    a, b = pair
+    b.joined(GROUP)
+    a.joined(GROUP)
+    task, client = a._task, a._client
+    await until(lambda: a.count(GROUP) == 2, 3, "a to count b's subscriber")
+    assert await asyncio.to_thread(asyncio.run, a.count_now(GROUP)) == 2
+    assert (a._task, a._client) == (task, client)
+    assert task is not None
+    assert not task.done()
