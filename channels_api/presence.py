@@ -249,6 +249,7 @@ class Presence:
         expiry_ms = int(EXPIRY_SECONDS * 1000)
         try:
             pipe = client.pipeline(transaction=True)
+            pipe.exists(key)  # answer 0: our hash was lost (Redis restarted, or this process stalled)
             if rewrite:
                 pipe.delete(key)
                 fields = dict(self.local)
@@ -278,9 +279,11 @@ class Presence:
             self._rewrite = True
             raise
         self._stale_peers = []
-        self._rewrite = bool(self.local) and not results[renewed]
+        # Lost before this write, and holding counts this write did not carry: write them all, soon.
+        lost = not rewrite and not results[0] and bool(self.local.keys() - fields.keys())
+        self._rewrite = bool(self.local) and (lost or not results[renewed])
         if self._rewrite and self._wake is not None:
-            self._wake.set()  # our hash was gone (Redis restarted, or this process stalled): rewrite soon
+            self._wake.set()
         await self._read_peers(results[-1])
         self._synced_at = time.monotonic()
         if self._failing:

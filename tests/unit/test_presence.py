@@ -128,6 +128,10 @@ async def test_a_lost_hash_is_written_again(target: RedisTarget, redis_server: R
         admin.flushall()  # as after a Redis restart
         await until(lambda: admin.hgetall("test__presence__a") == {GROUP.encode(): b"3"}, 3, "a's hash again")
         await until(lambda: b.count(GROUP) == 3, 3, "b to count a's subscribers again")
+        admin.flushall()
+        a.joined("wc.new")  # a change in the same refresh as the loss: every count is written again
+        expected = {GROUP.encode(): b"3", b"wc.new": b"1"}
+        await until(lambda: admin.hgetall("test__presence__a") == expected, 3, "a's whole hash again")
     finally:
         await a.stop()
         await b.stop()
