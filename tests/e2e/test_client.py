@@ -96,15 +96,7 @@ async def test_a_subscription_closed_by_a_restart_raises_with_its_close_code(tmp
     assert closed.value.status is None
 
 
-def require_channel_endpoints(server: ServerProcess) -> None:
-    """Skip when this server has no info (GET) and close (DELETE) on a channel's path."""
-    response = httpx.get(f"{server.url}/webchannel/v1/channels/probe", headers={"x-api-key": API_KEY})
-    if response.status_code == 405:
-        pytest.skip("the server does not offer channel info and close yet")
-
-
 async def test_info_publish_count_and_close_with_a_final_message(shared_server: ServerProcess):
-    require_channel_endpoints(shared_server)
     async with AsyncClient(shared_server.url, api_key=API_KEY) as client:
         channel = await client.create_channel("client-close-é?#")
         assert await client.info(channel.channel_id) == 0
@@ -120,7 +112,6 @@ async def test_info_publish_count_and_close_with_a_final_message(shared_server: 
 
 
 def test_sync_info_and_close(shared_server: ServerProcess):
-    require_channel_endpoints(shared_server)
     with Client(shared_server.url, api_key=API_KEY) as client:
         channel = client.create_channel()
         assert client.info(channel.channel_id) == 0
@@ -132,7 +123,6 @@ def test_sync_info_and_close(shared_server: ServerProcess):
 
 
 async def test_publish_with_wait_waits_for_a_first_subscriber(shared_server: ServerProcess):
-    require_channel_endpoints(shared_server)
     with Client(shared_server.url, api_key=API_KEY) as client:
         channel = await asyncio.to_thread(client.create_channel)
         waiting = asyncio.create_task(asyncio.to_thread(client.publish, channel.channel_id, b"awaited", None, 10))
