@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import metrics
-from .auth import issue_token
+from . import metrics, presence
+from .auth import SUBSCRIBE_SCOPE, issue_token, narrowed_token
 from .config import Config
 from .events import relay_message
 from .exceptions import LayerUnavailable, WebchannelError
@@ -35,11 +35,13 @@ class MessageTooLarge(WebchannelError, ValueError):
 
 
 class CreatedChannel(TypedDict):
-    """What creating a channel answers: the id, a subscriber token and its expiry (ISO 8601, UTC)."""
+    """What creating a channel answers: the id, a token for every action on it, its expiry
+    (ISO 8601, UTC), and a token with the same expiry that may only subscribe (for a browser)."""
 
     channelId: str
     token: str
     expiresAt: str
+    subscribeToken: str
 
 
 def _config() -> Config:
@@ -53,7 +55,8 @@ def new_channel(channel_id: str | None = None) -> CreatedChannel:
     issued = issue_token(channel_id, config.secret_keys[0], config.channel.ttl)
     metrics.channels_created.inc()
     expires_at = datetime.fromtimestamp(issued.expires_at, UTC).isoformat().replace("+00:00", "Z")
-    return {"channelId": channel_id, "token": issued.token, "expiresAt": expires_at}
+    subscribe_token = narrowed_token(issued.token, config.secret_keys[0], SUBSCRIBE_SCOPE)
+    return {"channelId": channel_id, "token": issued.token, "expiresAt": expires_at, "subscribeToken": subscribe_token}
 
 
 def check_message_size(data: bytes) -> None:
@@ -85,18 +88,22 @@ async def send_to_channel(channel_id: str, data: bytes) -> None:
     await layer.backpressure(group)  # return no faster than this process delivers
 
 
-async def publish(channel_id: str, data: bytes) -> Any:
-    """Publish ``data`` to the subscribers of ``channel_id`` through the configured channel layer.
+async def publish(channel_id: str, data: bytes) -> int:
+    """Publish ``data`` to the subscribers of ``channel_id`` through the configured channel layer;
+    return how many subscribers the channel has, in every process (as ``Webchannel-Subscribers``).
 
+    The count is asked of Redis after the message is sent, not taken from this process's
+    cache: a worker process that publishes now and then keeps no cache of the others.
     Raises :class:`~channels_api.exceptions.InvalidChannelId`, :class:`MessageTooLarge` or
     :class:`~channels_api.exceptions.LayerUnavailable`.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"data must be bytes, not {type(data).__name__}")
-    await send_to_channel(validate_channel_id(channel_id), bytes(data))
-    return None
+    channel_id = validate_channel_id(channel_id)
+    await send_to_channel(channel_id, bytes(data))
+    return await presence.count_now(group_name(channel_id))
 
 
-def publish_sync(channel_id: str, data: bytes) -> Any:
+def publish_sync(channel_id: str, data: bytes) -> int:
     """:func:`publish` for synchronous code (a management command, a task queue worker)."""
-    return async_to_sync(publish)(channel_id, data)
+    return async_to_sync(publish)(channel_id, data)  # type: ignore[no-any-return]
