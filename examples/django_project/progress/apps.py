@@ -1,0 +1,7 @@
+"""The example app: a page that follows a task's progress."""
+
+from django.apps import AppConfig
+
+
+class ProgressConfig(AppConfig):
+    name = "progress"

@@ -1,0 +1,7 @@
+"""The example app's pages."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [path("", views.task_page, name="task_page")]
