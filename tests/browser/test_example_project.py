@@ -123,3 +123,19 @@ def test_the_example_command_refuses_a_bad_channel_id_in_one_line(project_config
     )
     assert result.returncode == 1
     assert result.stderr.strip() == "CommandError: channel id must not contain whitespace"
+
+
+def test_the_example_project_exits_with_one_line_on_a_bad_webchannel_configuration(project_config):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=PROJECT,
+        env={**project_env(project_config), "WC_CHANNEL__TTL": "soon"},
+        capture_output=True,
+        text=True,
+        timeout=timeout(60),
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("webchannel: configuration error:")
+    assert "WC_CHANNEL__TTL" in lines[0]

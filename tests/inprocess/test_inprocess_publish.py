@@ -14,6 +14,7 @@ import pytest
 import channels_api
 from channels_api import InvalidChannelId, LayerUnavailable, MessageTooLarge, create_channel, publish
 from channels_api.auth import authorize, verify_token
+from channels_api.config import load_config
 from channels_api.exceptions import ScopeDenied
 from tests.common import SECRET_KEY
 from tests.harness import REPO, clean_env, timeout
@@ -151,3 +152,21 @@ def test_the_package_imports_without_django_settings():
 def test_an_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no_such_thing"):
         channels_api.no_such_thing  # noqa: B018
+
+
+def test_webchannel_settings_is_the_mapping_the_project_settings_use(settings):
+    mapped = channels_api.webchannel_settings(settings.WEBCHANNEL)
+    assert mapped == {"WEBCHANNEL": settings.WEBCHANNEL, "CHANNEL_LAYERS": settings.CHANNEL_LAYERS}
+
+
+def test_webchannel_settings_maps_redis_url_to_the_redis_pub_sub_layer(settings):
+    environ = {
+        "WC_REDIS__URL": "redis://127.0.0.1:1/0",
+        "WC_REDIS__PREFIX": "host.",
+        "WC_CHANNEL__SECRET_KEY": SECRET_KEY,
+    }
+    config = load_config(None, environ)
+    layer = channels_api.webchannel_settings(config)["CHANNEL_LAYERS"]["default"]
+    assert layer["BACKEND"] == "channels_api.server.redis_layer.RedisPubSubChannelLayer"
+    assert layer["CONFIG"]["prefix"] == "host."
+    assert layer["CONFIG"]["max_backlog_bytes"] == config.server.max_backlog_bytes
