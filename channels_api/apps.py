@@ -16,8 +16,13 @@ logger = logging.getLogger("channels_api")
 
 
 def _disconnect_unused_request_signals() -> None:
-    """This service has no database and no cache; their per-request housekeeping is sync code
-    that Django runs through a thread hand-off on every ASGI request."""
+    """The standalone service has no database and no cache; their per-request housekeeping is
+    sync code that Django runs through a thread hand-off on every ASGI request.
+
+    A host project with databases keeps it: its connections must still be closed per request.
+    """
+    if settings.DATABASES:
+        return
     from django.core import signals
     from django.core.cache import close_caches
     from django.db import close_old_connections, reset_queries

@@ -47,9 +47,11 @@ CHANNEL_LAYERS = channel_layers(WEBCHANNEL)  # shared with host projects (webcha
 
 CORS_ALLOWED_ORIGINS = list(WEBCHANNEL.server.cors_origins)
 CORS_ALLOW_ALL_ORIGINS = WEBCHANNEL.server.cors_allow_any_origin
-CORS_ALLOW_METHODS = ["GET", "POST", "OPTIONS"]
+CORS_ALLOW_METHODS = ["GET", "POST", "DELETE", "OPTIONS"]
 CORS_ALLOW_HEADERS = ["authorization", "content-type", "x-api-key"]
 CORS_PREFLIGHT_MAX_AGE = 600
+# A browser publisher may read how many subscribers a message reached.
+CORS_EXPOSE_HEADERS = ["webchannel-subscribers"]
 
 # The API serves no HTML pages and sets no cookies: framing (security.W002) and CSRF
 # (security.W003) do not apply. TLS and HSTS belong to the proxy in front (README).

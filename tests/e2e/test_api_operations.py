@@ -188,7 +188,7 @@ def allowed_headers(response: httpx.Response) -> set[str]:
 
 
 @pytest.mark.parametrize("path", [CHANNELS, f"{CHANNELS}/some-channel", f"{CHANNELS}/t%C3%A9st"])
-@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize("method", ["POST", "GET", "DELETE"])
 def test_cors_preflight_from_a_configured_origin_is_allowed(auth_server: ServerProcess, path: str, method: str) -> None:
     response = preflight(auth_server, path, APP_ORIGIN, method)
     assert response.status_code in (200, 204), response.text
@@ -234,6 +234,8 @@ async def test_a_real_cross_origin_create_and_publish_carry_allow_origin(auth_se
         )
         assert published.status_code == 204, published.text
         assert published.headers.get("access-control-allow-origin") == APP_ORIGIN
+        # A browser may read the subscriber count of its publish.
+        assert "webchannel-subscribers" in published.headers.get("access-control-expose-headers", "").lower()
         # An error answer carries it too, so the browser can read the problem document.
         refused = await client.post(
             channel_url(auth_server.url, channel_id), headers={"origin": APP_ORIGIN}, content=b"no token"

@@ -66,6 +66,7 @@ def test_refusal_reason_values_are_the_documented_labels():
         "invalid_channel_id",
         "max_connections",
         "layer_unavailable",
+        "invalid_frames",
     }
 
 
