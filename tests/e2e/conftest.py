@@ -6,6 +6,7 @@ Helpers shared by the end-to-end tests live in :mod:`tests.e2e.helpers`.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,3 +23,13 @@ def redis_pair(tmp_path: Path, redis_server: RedisServer) -> Iterator[tuple[Serv
         a = stack.enter_context(serving(tmp_path, config, name="a"))
         b = stack.enter_context(serving(tmp_path, config, name="b"))
         yield a, b
+
+
+@pytest.fixture
+def quiet_httpx() -> Iterator[None]:
+    """Thousands of requests: httpx's one log line each would bury a failure's report."""
+    logger = logging.getLogger("httpx")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield
+    logger.setLevel(level)

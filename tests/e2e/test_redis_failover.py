@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,12 +34,23 @@ import pytest
 
 from channels_api.names import group_name
 from tests.e2e.helpers import create_channel, http_client, publish
-from tests.e2e.traffic import END, Publisher, ReadyzWatcher, Subscriber, in_order, lost_after_204, wait_until
+from tests.e2e.traffic import (
+    END,
+    Publisher,
+    ReadyzWatcher,
+    Subscriber,
+    first_answer,
+    in_order,
+    lost_after_204,
+    sent_after,
+    steady_delivery,
+    wait_until,
+)
 from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
 from tests.redis_servers import ConfiguredRedis
 from tests.sentinel import MASTER_NAME, SentinelDeployment, sentinel_deployment
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("quiet_httpx")]
 
 MAX_LOST_AFTER_204 = 10
 """Publishes are 10 ms apart; A and B ask the sentinel for the master at the same moments, at
@@ -48,18 +58,7 @@ least every 50 ms, and A answers 204 only 75 ms after its own subscription is ba
 master: none was lost in the runs measured, a process slowed down by load could lose a few."""
 ANNOUNCE_SLACK_SECONDS = 0.05
 """The test hears the sentinel's ``+switch-master`` over its own connection, a little late."""
-STEADY_SECONDS = 0.5
 AFTER_READY_PUBLISHES = 50
-
-
-@pytest.fixture(autouse=True)
-def quiet_httpx() -> Iterator[None]:
-    """Thousands of requests: httpx's one log line each would bury a failure's report."""
-    logger = logging.getLogger("httpx")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    yield
-    logger.setLevel(level)
 
 
 @pytest.fixture
@@ -100,13 +99,15 @@ async def test_a_failover_answers_503_until_the_replica_is_promoted_and_delivery
 
             with deployment.switch_watch() as switch:
                 killed = await asyncio.to_thread(deployment.kill_master)  # SIGKILL by PID
-                lost_at = {name: await first_answer(w, 503, after=killed) for name, w in ready.items()}
+                lost_at = {name: await first_answer(w, 503, after=killed, seconds=20) for name, w in ready.items()}
                 await asyncio.to_thread(wait_for, deployment.promoted, 20, "the replica's promotion", 0.01)
                 await asyncio.to_thread(wait_for, lambda: switch.seen, 5, "+switch-master")
                 switched = switch.seen
                 assert switched is not None
-            ready_again = {name: await first_answer(w, 200, after=lost_at[name]) for name, w in ready.items()}
-            await sent_after(publisher, max(ready_again.values()), AFTER_READY_PUBLISHES)
+            ready_again = {
+                name: await first_answer(w, 200, after=lost_at[name], seconds=20) for name, w in ready.items()
+            }
+            await sent_after(publisher, max(ready_again.values()), AFTER_READY_PUBLISHES, seconds=20)
             group = f"webchannel__group__{group_name(channel_id)}"  # the default redis.prefix
             numsub = await asyncio.to_thread(subscriptions_on, deployment.replica, group)
             stop.set()
@@ -152,31 +153,6 @@ def subscriptions_on(server: ConfiguredRedis, channel: str) -> int:
     """How many connections are subscribed to ``channel`` on ``server`` (``PUBSUB NUMSUB``)."""
     with server.client() as client:
         return int(client.pubsub_numsub(channel)[0][1])
-
-
-async def steady_delivery(publisher: Publisher, subscribers: list[Subscriber]) -> None:
-    """Wait until the publisher has run :data:`STEADY_SECONDS` and every subscriber receives."""
-    started = time.monotonic()
-    deadline = started + timeout(10)
-    while time.monotonic() - started < STEADY_SECONDS or not all(s.received for s in subscribers):
-        assert time.monotonic() < deadline, "no steady delivery before the failover"
-        await asyncio.sleep(0.02)
-
-
-async def first_answer(watcher: ReadyzWatcher, status: int, after: float) -> float:
-    """When the first ``/readyz`` poll sent after ``after`` that answered ``status`` was answered."""
-    deadline = time.monotonic() + timeout(20)
-    while (sample := watcher.first(status, after)) is None:
-        assert time.monotonic() < deadline, f"/readyz of {watcher.base_url} never answered {status}"
-        await asyncio.sleep(0.01)
-    return sample[1]
-
-
-async def sent_after(publisher: Publisher, after: float, count: int) -> None:
-    deadline = time.monotonic() + timeout(20)
-    while sum(p.sent >= after for p in publisher.publications) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} publishes after /readyz turned 200"
-        await asyncio.sleep(0.02)
 
 
 async def settle(subscribers: list[Subscriber], publisher: Publisher) -> None:

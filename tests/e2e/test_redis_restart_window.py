@@ -22,34 +22,32 @@ Each run prints what it measured (``pytest -s``); the README gives the median of
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.e2e.helpers import create_channel, http_client, publish
-from tests.e2e.traffic import END, Publisher, ReadyzWatcher, Subscriber, in_order, lost_after_204, wait_until
+from tests.e2e.traffic import (
+    END,
+    Publisher,
+    ReadyzWatcher,
+    Subscriber,
+    first_answer,
+    in_order,
+    lost_after_204,
+    sent_after,
+    steady_delivery,
+    wait_until,
+)
 from tests.harness import RedisServer, ServerProcess, timeout, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("quiet_httpx")]
 
 MAX_LOST_AFTER_204 = 10
 """Publishes are 10 ms apart; A and B redial at the same moments, at least every 50 ms, and A
 answers 204 only once its own subscription is back: rarely one is lost, never many."""
-STEADY_SECONDS = 0.5
 AFTER_READY_PUBLISHES = 50
-
-
-@pytest.fixture(autouse=True)
-def quiet_httpx() -> Iterator[None]:
-    """Thousands of requests: httpx's one log line each would bury a failure's report."""
-    logger = logging.getLogger("httpx")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    yield
-    logger.setLevel(level)
 
 
 @pytest.mark.parametrize("subscriber_on_a", [False, True], ids=["publisher-only-A", "subscriber-on-A"])
@@ -115,37 +113,12 @@ async def test_a_redis_restart_loses_only_204s_published_before_the_other_proces
     wait_for(lambda: "Redis pub/sub connection restored" in b.output(), 5, "B to log the restoration")
 
 
-async def steady_delivery(publisher: Publisher, subscribers: list[Subscriber]) -> None:
-    """Wait until the publisher has run :data:`STEADY_SECONDS` and every subscriber receives."""
-    started = time.monotonic()
-    deadline = started + timeout(10)
-    while time.monotonic() - started < STEADY_SECONDS or not all(s.received for s in subscribers):
-        assert time.monotonic() < deadline, "no steady delivery before the restart"
-        await asyncio.sleep(0.02)
-
-
-async def first_answer(watcher: ReadyzWatcher, status: int, after: float) -> float:
-    """When the first ``/readyz`` poll sent after ``after`` that answered ``status`` was answered."""
-    deadline = time.monotonic() + timeout(10)
-    while (sample := watcher.first(status, after)) is None:
-        assert time.monotonic() < deadline, f"/readyz of {watcher.base_url} never answered {status}"
-        await asyncio.sleep(0.01)
-    return sample[1]
-
-
 async def refused(publisher: Publisher, count: int, after: float) -> None:
     """Wait until ``count`` publishes sent after ``after`` were answered 503 (Redis stays down meanwhile)."""
     deadline = time.monotonic() + timeout(10)
     while sum(p.sent >= after and p.status == 503 for p in publisher.publications) < count:
         assert time.monotonic() < deadline, f"fewer than {count} publishes refused while Redis was down"
         await asyncio.sleep(0.01)
-
-
-async def sent_after(publisher: Publisher, after: float, count: int) -> None:
-    deadline = time.monotonic() + timeout(10)
-    while sum(p.sent >= after for p in publisher.publications) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} publishes after /readyz turned 200"
-        await asyncio.sleep(0.02)
 
 
 async def settle(subscribers: list[Subscriber], client: httpx.AsyncClient, url: str, channel_id: str, token: str):

@@ -150,6 +150,36 @@ class ReadyzWatcher:
         return {status for sent, answered, status in self.samples if sent >= start and answered <= end}
 
 
+STEADY_SECONDS = 0.5
+"""How long a publisher runs, every subscriber receiving, before a test breaks something."""
+
+
+async def steady_delivery(publisher: Publisher, subscribers: list[Subscriber]) -> None:
+    """Wait until the publisher has run :data:`STEADY_SECONDS` and every subscriber receives."""
+    started = time.monotonic()
+    deadline = started + timeout(10)
+    while time.monotonic() - started < STEADY_SECONDS or not all(s.received for s in subscribers):
+        assert time.monotonic() < deadline, "no steady delivery before the outage"
+        await asyncio.sleep(0.02)
+
+
+async def first_answer(watcher: ReadyzWatcher, status: int, after: float, seconds: float = 10) -> float:
+    """When the first ``/readyz`` poll sent after ``after`` that answered ``status`` was answered."""
+    deadline = time.monotonic() + timeout(seconds)
+    while (sample := watcher.first(status, after)) is None:
+        assert time.monotonic() < deadline, f"/readyz of {watcher.base_url} never answered {status}"
+        await asyncio.sleep(0.01)
+    return sample[1]
+
+
+async def sent_after(publisher: Publisher, after: float, count: int, seconds: float = 10) -> None:
+    """Wait until ``count`` publishes were sent after ``after``."""
+    deadline = time.monotonic() + timeout(seconds)
+    while sum(p.sent >= after for p in publisher.publications) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} publishes after /readyz turned 200"
+        await asyncio.sleep(0.02)
+
+
 async def wait_until(event: asyncio.Event, seconds: float, what: str) -> None:
     try:
         async with asyncio.timeout(timeout(seconds)):
