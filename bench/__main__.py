@@ -63,7 +63,8 @@ def describe_sizes(sizes: Sizes) -> str:
     return (
         f"latency {sizes.latency_messages} publishes (+{sizes.latency_warmup} warm-up); "
         f"throughput {sizes.throughput_publishers} publishers for {sizes.throughput_seconds:g} s; "
-        f"fan-out {sizes.fanout_subscribers} subscribers x {sizes.fanout_messages} messages; "
+        f"fan-out {sizes.fanout_subscribers} subscribers x {sizes.fanout_messages} messages"
+        f" from {sizes.fanout_publishers} publishers; "
         f"connections {sizes.connections} idle subscribers, {sizes.handshake_concurrency} handshakes at a time"
     )
 

@@ -80,10 +80,12 @@ METRICS = [
     Metric("throughput", "cut_off", "throughput: subscriber cut off", show=_cut_off),
     Metric("throughput", "p99_ms", "throughput: p99 latency, ms", "lower", chart=True),
     Metric("throughput", "reordered", "throughput: reordered / duplicated / corrupt", show=_odd),
+    Metric("throughput", "redis_cpu_percent_per_unit", "throughput: Redis CPU per 1,000 publishes/s, %", "lower"),
     Metric("fanout", "deliveries_per_s", "fan-out: deliveries/s", "higher", chart=True),
     Metric("fanout", "lost", "fan-out: lost (accepted, never delivered)", "lower", show=_lost),
     Metric("fanout", "p99_ms", "fan-out: p99 latency, ms", "lower", chart=True),
     Metric("fanout", "reordered", "fan-out: reordered / duplicated / corrupt", show=_odd),
+    Metric("fanout", "redis_cpu_percent_per_unit", "fan-out: Redis CPU per 10,000 deliveries/s, %", "lower"),
     Metric("connections", "memory_per_socket_kib", "idle subscribers: memory per socket, KiB", "lower", chart=True),
     Metric("connections", "subscriptions_per_s", "idle subscribers: new subscriptions/s", "higher", chart=True),
 ]

@@ -64,10 +64,11 @@ def run_scenario(target: Target, name: str, sizes: Sizes, pinning: Pinning, work
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         target.start(workdir, pinning)
-        meter = Meter(target.pids)
+        meter = Meter(target.pids, target.broker_pids)
         started = time.perf_counter()
         result = run_async(lambda: SCENARIOS[name](target, sizes, meter))
-        return {**result, **meter.figures, "seconds_total": round(time.perf_counter() - started, 2)}
+        figures = {**result, **meter.figures, "seconds_total": round(time.perf_counter() - started, 2)}
+        return {**figures, **broker_cost(name, figures)}
     except TargetUnavailable:
         raise
     except Exception as exc:
@@ -75,6 +76,19 @@ def run_scenario(target: Target, name: str, sizes: Sizes, pinning: Pinning, work
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": detail}
     finally:
         target.stop()
+
+
+BROKER_COST_UNITS = {"throughput": ("accepted_per_s", 1_000), "fanout": ("deliveries_per_s", 10_000)}
+"""Redis CPU is reported per 1,000 publishes/s (throughput) and per 10,000 deliveries/s (fan-out)."""
+
+
+def broker_cost(scenario: str, figures: Result) -> Result:
+    """Redis CPU (% of one core) per unit of the scenario's rate, to size Redis for a deployment."""
+    rate_key, unit = BROKER_COST_UNITS.get(scenario, ("", 0))
+    redis, rate = figures.get("redis_cpu_percent"), figures.get(rate_key)
+    if redis is None or not rate:
+        return {}
+    return {"redis_cpu_percent_per_unit": round(redis * unit / rate, 2), "redis_cost_unit": unit}
 
 
 def run_all(

@@ -35,6 +35,7 @@ class Sizes:
     throughput_publishers: int = 16
     fanout_subscribers: int = 500
     fanout_messages: int = 200
+    fanout_publishers: int = 4
     connections: int = 5000
     handshake_concurrency: int = 64
     drain_quiet_seconds: float = 2.0
@@ -75,13 +76,15 @@ class Meter:
     Set up and draining are left out, so a side at 100% really was the limit while it counted.
     """
 
-    def __init__(self, pids: Callable[[], list[int]]) -> None:
+    def __init__(self, pids: Callable[[], list[int]], broker_pids: Callable[[], list[int]] = list) -> None:
         self._pids = pids
-        self._server = self._generator = self._machine = self._started = 0.0
+        self._broker_pids = broker_pids
+        self._server = self._generator = self._machine = self._started = self._broker = 0.0
         self.figures: Result = {}
 
     def start(self) -> None:
         self._server, self._generator = cpu_seconds(self._pids()), time.process_time()
+        self._broker = cpu_seconds(self._broker_pids())
         self._machine, self._started = busy_seconds(), time.perf_counter()
 
     def stop(self) -> None:
@@ -90,6 +93,8 @@ class Meter:
         server = cpu_seconds(pids) - self._server
         generator = time.process_time() - self._generator
         other = busy_seconds() - self._machine - server - generator
+        broker_pids = self._broker_pids()
+        broker = cpu_seconds(broker_pids) - self._broker
         self.figures = {
             "measured_s": round(elapsed, 3),
             "server_cpu_percent": round(100 * server / elapsed, 1) if pids else None,
@@ -97,6 +102,8 @@ class Meter:
             # Only meaningful when the server's processes are known (else they count as "other").
             "other_cpu_percent": round(100 * max(other, 0) / elapsed, 1) if pids else None,
         }
+        if broker_pids:  # Redis, counted in the server's figure too
+            self.figures["redis_cpu_percent"] = round(100 * broker / elapsed, 1)
 
 
 async def settle(done: Callable[[], bool], progress: Callable[[], int], quiet: float, limit: float) -> None:
@@ -296,17 +303,29 @@ async def throughput(target: Target, sizes: Sizes, meter: Meter) -> Result:
 
 
 async def fanout(target: Target, sizes: Sizes, meter: Meter) -> Result:
-    """500 subscribers on one channel; 200 messages published one after another (each waits for its 2xx)."""
+    """500 subscribers on one channel; 200 messages from 4 publishers, each waiting for its 2xx.
+
+    Several publishers, as in a deployment where many workers publish: with one publisher
+    waiting for each answer, every message's round trip passes through the event loop of the
+    process that took the publish and through the generator's, and with ``serve --workers``
+    no process is busy while those round trips are the limit.
+    """
     channel = await target.new_channel()
     trackers = [Tracker(sizes.message_size) for _ in range(sizes.fanout_subscribers)]
     subscribers, open_errors, _ = await open_subscribers(channel.subscribe, trackers, sizes.handshake_concurrency)
-    publisher = Publisher(channel.publish)
-    sequence = Sequence(0, sizes.message_size)
+    publishers = [Publisher(channel.publish) for _ in range(sizes.fanout_publishers)]
+    sequences = {p: Sequence(p, sizes.message_size) for p in range(sizes.fanout_publishers)}
+    share = [len(range(p, sizes.fanout_messages, sizes.fanout_publishers)) for p in sequences]
     meter.start()
     try:
         started_ns = now_ns()
-        await publisher.publish_all(sequence.feeder(lambda seq: seq < sizes.fanout_messages), PUBLISH_TIMEOUT)
-        expected = sequence.count * len(subscribers)
+        await asyncio.gather(
+            *(
+                publisher.publish_all(sequence.feeder(lambda seq, n=n: seq < n), PUBLISH_TIMEOUT)
+                for publisher, sequence, n in zip(publishers, sequences.values(), share, strict=True)
+            )
+        )
+        expected = sum(s.count for s in sequences.values()) * len(subscribers)
         await settle(
             lambda: sum(t.received for t in trackers) >= expected,
             lambda: sum(t.received for t in trackers),
@@ -315,7 +334,8 @@ async def fanout(target: Target, sizes: Sizes, meter: Meter) -> Result:
         )
         meter.stop()
     finally:
-        publisher.close()
+        for publisher in publishers:
+            publisher.close()
     cut_off = sum(1 for s in subscribers if not s.is_open)
     await close_all(subscribers)
     delivered = sum(t.received for t in trackers)
@@ -325,10 +345,11 @@ async def fanout(target: Target, sizes: Sizes, meter: Meter) -> Result:
         "subscribers": len(subscribers),
         "subscribe_errors": len(open_errors),
         "messages": sizes.fanout_messages,
+        "publishers": sizes.fanout_publishers,
         "deliveries": delivered,
         "deliveries_per_s": round(delivered / max((last_ns - started_ns) / 1e9, 1e-9), 1),
-        "rejected": sequence.rejected,
-        **_losses(trackers, {0: sequence}),
+        "rejected": _merge(s.rejected for s in sequences.values()),
+        **_losses(trackers, sequences),
         **latency_figures(latencies),
         "cut_off": cut_off,
     }

@@ -68,6 +68,10 @@ class Target:
         """The processes whose memory counts as the server's (empty: not measurable)."""
         return []
 
+    def broker_pids(self) -> list[int]:
+        """Of :meth:`pids`, the message broker's (Redis), whose CPU is also reported on its own."""
+        return []
+
     async def new_channel(self) -> Channel:
         """A fresh channel on this target."""
         raise NotImplementedError
@@ -130,6 +134,9 @@ class WebchannelTarget(Target):
         if self.redis_server is not None and self.redis_server.proc is not None:
             pids.append(self.redis_server.proc.pid)
         return pids
+
+    def broker_pids(self) -> list[int]:
+        return [self.redis_server.proc.pid] if self.redis_server is not None and self.redis_server.proc else []
 
     async def new_channel(self) -> Channel:
         return await webchannel_channel(self.base_url, API_KEY)
