@@ -105,6 +105,25 @@ class Backlog:
         self._reported = True
         return OVERFLOWED
 
+    def take_while(self, wanted: Callable[[Any], bool], limit: int) -> list[Any]:
+        """The items pending now, oldest first, as long as ``wanted(item)``, at most ``limit``.
+
+        Lets a consumer woken for one message write those queued behind it at once.
+        """
+        taken: list[Any] = []
+        items = self._items
+        while len(taken) < limit and self._head < len(items) and wanted(items[self._head]):
+            item = items[self._head]
+            self._head += 1
+            self._bytes -= self._size_of(item)
+            taken.append(item)
+        if self._head == len(items):
+            items.clear()
+            self._head = 0
+        if taken and self._drained is not None and len(self) <= self._drained_below:
+            self._wake_drained()
+        return taken
+
     async def drained(self, at_most: int) -> None:
         """Wait until at most ``at_most`` items are pending (the consumer caught up), or it is gone."""
         if len(self) <= at_most or self.overflowed or self.closed:

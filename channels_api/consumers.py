@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,7 +17,7 @@ from django.conf import settings
 from . import metrics, presence
 from .auth import BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL, authorize, bearer_token
 from .delivery_lag import delivery_lag
-from .events import CloseCode, RefusalReason, RelayClose, RelayMessage, RelayOverflow, relay_message
+from .events import SEND_FRAMES, CloseCode, RefusalReason, RelayClose, RelayMessage, RelayOverflow, relay_message
 from .exceptions import InvalidChannelId, TokenError
 from .layers import layer_outage
 from .names import channel_id_from_url, group_name
@@ -105,6 +106,8 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     relay: asyncio.Task[None] | None = None
     listening = False
     """Counted among the channel's subscribers (:mod:`.presence`)."""
+    text_frames = False
+    """``?frames=text``: valid UTF-8 payloads go out as text frames."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scope = scope
@@ -136,6 +139,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self._refuse(RefusalReason.INVALID_FRAMES)
             return
         if frames == "text":
+            self.text_frames = True
             self.relay_message = self.relay_text_message  # type: ignore[method-assign]
         # Counted from here, before the first await, so concurrent handshakes cannot all
         # pass the max_connections check while group_add waits for Redis.
@@ -163,14 +167,35 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         subprotocol must): never the token-bearing entry, which would echo the token."""
         return SUBPROTOCOL if SUBPROTOCOL in self.scope.get("subprotocols", ()) else None
 
+    def _relay_source(
+        self,
+    ) -> tuple[Callable[[str], Awaitable[dict[str, Any]]], Callable[[str], list[dict[str, Any]]] | None]:
+        """How the relay receives the next message, and takes those queued behind it when they
+        can be written together: binary frames (text frames go one by one), on a server that can."""
+        source = getattr(self.channel_layer, "relay_source", None)
+        if source is None:  # another channel layer
+            return self.channel_layer.receive, None
+        receive, pending = source()
+        if self.text_frames or SEND_FRAMES not in self.scope.get("extensions", {}):
+            return receive, None
+        return receive, pending
+
     async def _relay(self) -> None:
-        """Hand each message of the channel to its handler, in order, until the socket goes."""
-        receive, channel = self.channel_layer.receive, self.channel_name
+        """Hand each message of the channel to its handler, in order, until the socket goes.
+
+        A subscriber that fell behind (the server was busy) has several messages queued: they
+        are written together, one system call instead of one per message.
+        """
+        (receive, pending), channel = self._relay_source(), self.channel_name
         try:
             while True:
                 event = await receive(channel)
                 if event["type"] == "relay.message":  # the hot path, without handler lookup
-                    await self.relay_message(event)
+                    more = pending(channel) if pending is not None else None
+                    if more:
+                        await self.relay_messages([event, *more])
+                    else:
+                        await self.relay_message(event)
                 else:
                     await self.dispatch(event)
         except asyncio.CancelledError:
@@ -216,6 +241,14 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.base_send({"type": "websocket.send", "bytes": event["data"]})
             if event is not delivery_lag.last:
                 delivery_lag.written(event)
+
+    async def relay_messages(self, events: list[dict[str, Any]]) -> None:
+        """Several published messages, in order, as binary frames written at once."""
+        if not self.closing:
+            await self.base_send({"type": SEND_FRAMES, "payloads": [event["data"] for event in events]})
+            for event in events:
+                if event is not delivery_lag.last:
+                    delivery_lag.written(event)
 
     async def relay_text_message(self, event: RelayMessage) -> None:
         """For ``?frames=text``: a valid UTF-8 payload as a text frame, any other as binary.

@@ -21,6 +21,12 @@ class RelayMessage(TypedDict):
     ``webchannel_delivery_lag_seconds``; absent from events of versions that did not send it."""
 
 
+SEND_FRAMES = "webchannel.send_frames"
+"""An ASGI extension of webchannel's own server: the message ``{"type": SEND_FRAMES, "payloads":
+[...]}`` writes several binary frames to a subscriber's socket with one system call. The server
+names it in the scope's ``extensions``; under any other server each message is sent on its own."""
+
+
 class RelayOverflow(TypedDict):
     """A subscriber's backlog passed ``server.max_backlog_bytes``; ``dropped`` messages were discarded."""
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from channels.layers import BaseChannelLayer
@@ -45,6 +45,19 @@ READY_MAX_AGE_SECONDS = 1.0
 """A readiness result, ok or failed, is reused this long after its probe started..."""
 READY_TIMEOUT_SECONDS = 0.8
 """...and a probe gives up after this: an outage shows as 503 at most 1.8 s after it begins."""
+
+
+BATCH_MESSAGES = 64
+"""At most this many messages queued behind the one a subscriber woke for are written with it."""
+
+
+def _is_message(event: dict[str, Any]) -> bool:
+    return event["type"] == "relay.message"
+
+
+def pending_messages(backlog: Backlog | None) -> list[dict[str, Any]]:
+    """The ``relay.message`` events queued in ``backlog`` right now (up to the next other event)."""
+    return backlog.take_while(_is_message, BATCH_MESSAGES) if backlog is not None else []
 
 
 async def receive_from(backlog: Backlog, forget: Callable[[], None]) -> dict[str, Any]:
@@ -240,6 +253,14 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     async def receive(self, channel: str) -> dict[str, Any]:
         self.require_valid_channel_name(channel)
         return await receive_from(self._backlog(channel), lambda: self.forget_channel(channel))
+
+    def receive_pending(self, channel: str) -> list[dict[str, Any]]:
+        """The messages already queued for ``channel``, without waiting (see :func:`pending_messages`)."""
+        return pending_messages(self._backlogs.get(channel))
+
+    def relay_source(self) -> tuple[Callable[[str], Awaitable[dict[str, Any]]], Callable[[str], list[dict[str, Any]]]]:
+        """``receive`` and ``receive_pending``, for a consumer's relay loop."""
+        return self.receive, self.receive_pending
 
     def forget_channel(self, channel: str) -> None:
         """Drop a channel's backlog and memberships (its consumer is gone)."""

@@ -44,7 +44,7 @@ from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 
 from ..config import Config
-from ..events import CloseCode
+from ..events import SEND_FRAMES, CloseCode
 from .http_protocol import WebchannelHTTPFactory, WebchannelWebRequest
 from .ws_protocol import WebchannelWebSocketProtocol
 
@@ -178,6 +178,7 @@ class WebchannelServer(Server):  # type: ignore[misc]
         scope.setdefault("asgi", {"version": "3.0"})
         if isinstance(protocol, WebchannelWebSocketProtocol):
             send = protocol.send_from_application
+            scope.setdefault("extensions", {})[SEND_FRAMES] = {}  # several frames in one write
         else:
             send = partial(self.handle_reply, protocol)
         instance = self.application(scope=scope, receive=inbox.get, send=send)

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from channels_redis import pubsub, utils
@@ -38,7 +38,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from ..backlog import Backlog
 from ..exceptions import LayerUnavailable
-from ..layers import DEFAULT_MAX_BACKLOG_BYTES, message_size, receive_from, wait_for_subscribers
+from ..layers import DEFAULT_MAX_BACKLOG_BYTES, message_size, pending_messages, receive_from, wait_for_subscribers
 from ..redis_hosts import describe_host
 
 INTERNALS = (
@@ -101,6 +101,12 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[m
         super().__init__(*args, **kwargs)
         self._max_backlog_bytes = max_backlog_bytes
 
+    def relay_source(self) -> tuple[Callable[[str], Awaitable[dict[str, Any]]], Callable[[str], list[dict[str, Any]]]]:
+        """This event loop's ``receive`` and ``receive_pending``, looked up once for a consumer's
+        lifetime rather than on every message."""
+        layer = self._get_layer()
+        return layer.receive, layer.receive_pending
+
     def _get_layer(self) -> _RedisLoopLayer:
         loop = asyncio.get_running_loop()
         try:
@@ -127,6 +133,9 @@ class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
         if channel not in self.channels:
             await self._subscribe_to_channel(channel)
         return await receive_from(self.channels[channel], lambda: self.forget_channel(channel))
+
+    def receive_pending(self, channel: str) -> list[dict[str, Any]]:
+        return pending_messages(self.channels.get(channel))
 
     async def backpressure(self, group: str) -> None:
         """Wait while a local subscriber of ``group`` lags (see :func:`wait_for_subscribers`)."""

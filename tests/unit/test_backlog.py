@@ -163,3 +163,55 @@ async def test_cancelled_get_does_not_lose_the_next_item():
 
 def test_overflowed_sentinel_reads_well():
     assert repr(OVERFLOWED) == "OVERFLOWED"
+
+
+def is_small(item: object) -> bool:
+    return isinstance(item, bytes) and len(item) < 3
+
+
+async def test_take_while_takes_the_pending_items_in_order_and_frees_their_bytes():
+    queue = backlog(max_bytes=100)
+    for item in (b"a", b"bb", b"c"):
+        queue.put_nowait(item)
+    assert queue.take_while(is_small, 10) == [b"a", b"bb", b"c"]
+    assert len(queue) == 0
+    assert queue.pending_bytes == 0
+    await assert_blocks(queue)
+
+
+async def test_take_while_stops_at_the_first_item_not_wanted_and_leaves_it_first():
+    queue = backlog(max_bytes=100)
+    for item in (b"a", b"long", b"b"):
+        queue.put_nowait(item)
+    assert queue.take_while(is_small, 10) == [b"a"]
+    assert await get(queue) == b"long"
+    assert await get(queue) == b"b"
+
+
+async def test_take_while_takes_at_most_limit_items():
+    queue = backlog(max_bytes=100)
+    for item in (b"a", b"b", b"c"):
+        queue.put_nowait(item)
+    assert queue.take_while(is_small, 2) == [b"a", b"b"]
+    assert queue.pending_bytes == 1
+    assert await get(queue) == b"c"
+
+
+async def test_take_while_on_an_empty_or_overflowed_backlog_takes_nothing():
+    queue = backlog(max_bytes=3)
+    assert queue.take_while(is_small, 10) == []
+    queue.put_nowait(b"ab")
+    queue.put_nowait(b"cd")  # passes the bound: overflowed
+    assert queue.take_while(is_small, 10) == []
+    assert await get(queue) is OVERFLOWED
+
+
+async def test_take_while_wakes_a_publisher_waiting_for_the_backlog_to_drain():
+    queue = backlog(max_bytes=100)
+    for _ in range(5):
+        queue.put_nowait(b"x")
+    drained = asyncio.ensure_future(queue.drained(1))
+    await asyncio.sleep(0)
+    assert not drained.done()
+    assert len(queue.take_while(is_small, 4)) == 4
+    await asyncio.wait_for(drained, timeout(2))
