@@ -169,7 +169,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     def _relay_source(
         self,
-    ) -> tuple[Callable[[str], Awaitable[dict[str, Any]]], Callable[[str], list[dict[str, Any]]] | None]:
+    ) -> tuple[Callable[[str], Awaitable[Any]], Callable[[str], list[dict[str, Any]]] | None]:
         """How the relay receives the next message, and takes those queued behind it when they
         can be written together: binary frames (text frames go one by one), on a server that can."""
         source = getattr(self.channel_layer, "relay_source", None)

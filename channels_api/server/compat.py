@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-MODULES = ("daphne_server", "ws_protocol", "http_protocol", "handler", "workers", "redis_layer")
+MODULES = ("daphne_server", "ws_protocol", "http_protocol", "direct_write", "handler", "workers", "redis_layer")
 """Every module of this package; each declares ``INTERNALS`` (possibly empty)."""
 REDIS_MODULES = frozenset({"redis_layer"})
 """Modules loaded only with Redis configured."""

@@ -22,8 +22,10 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
   ``pauseProducing`` while the transport's buffer is full) and ``finished``.
 - Twisted ``twisted.web.http.HTTPChannel`` (subclassed): ``_command`` and ``_path`` (the
   request line, held until the body is complete, read to choose the body limit),
-  ``_respondToBadRequestAndDisconnect`` and ``checkPersistence`` (overridden), and the
-  ``requests``, ``persistent`` and ``requestFactory`` of a connection.
+  ``_respondToBadRequestAndDisconnect`` and ``checkPersistence`` (overridden), ``writeHeaders``,
+  ``write`` and ``writeSequence`` (overridden: sent at once through :mod:`.direct_write`), ``getHost``
+  (overridden: asked once per connection), and the ``requests``, ``persistent`` and
+  ``requestFactory`` of a connection.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
 from twisted.internet import reactor as _reactor
 from twisted.web import http
+from twisted.web.http_headers import Headers
 
 from .. import metrics
 from ..limits import body_limit
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 from ..problems import PROBLEM_CONTENT_TYPE, problem_body
+from .direct_write import write_now, write_parts_now
 
 INTERNALS = (
     ("daphne", "daphne.http_protocol", "WebRequest"),
@@ -68,6 +72,10 @@ INTERNALS = (
     ("twisted", "twisted.web.http.HTTPChannel", "_path", "lineReceived"),
     ("twisted", "twisted.web.http.HTTPChannel", "_respondToBadRequestAndDisconnect"),
     ("twisted", "twisted.web.http.HTTPChannel", "checkPersistence"),
+    ("twisted", "twisted.web.http.HTTPChannel", "writeHeaders"),
+    ("twisted", "twisted.web.http.HTTPChannel", "write"),
+    ("twisted", "twisted.web.http.HTTPChannel", "writeSequence"),
+    ("twisted", "twisted.web.http.HTTPChannel", "getHost"),
     ("twisted", "twisted.web.http.HTTPChannel", "requests", "__init__"),
     ("twisted", "twisted.web.http.HTTPChannel", "persistent"),
     ("twisted", "twisted.web.http.HTTPChannel", "requestFactory"),
@@ -251,7 +259,10 @@ def _raw_problem(status: HTTPStatus, detail: str) -> bytes:
 
 
 class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
-    """Twisted's HTTP/1.1 channel, answering problem+json where it would hang up or say a bare 400."""
+    """Twisted's HTTP/1.1 channel, answering problem+json where it would hang up or say a bare 400,
+    and writing responses at once when nothing is queued."""
+
+    _host: Any = None
 
     def lineLengthExceeded(self, line: bytes) -> None:
         # A header or request line over 16 KiB (e.g. a 100 KB token): Twisted just drops the connection.
@@ -259,6 +270,30 @@ class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         self._answer_and_close(HTTPStatus.BAD_REQUEST, "malformed HTTP request")
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """Twisted's, sent at once when nothing is queued: a 204 is one system call."""
+        if not isinstance(headers, Headers):  # Twisted itself always passes Headers
+            super().writeHeaders(version, code, reason, headers)
+            return
+        head = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                head.extend((name, b": ", value, b"\r\n"))
+        head.append(b"\r\n")
+        write_parts_now(self.transport, head)
+
+    def write(self, data: bytes) -> None:
+        write_now(self.transport, data)  # at once when nothing is queued (see .direct_write)
+
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        write_parts_now(self.transport, iovec)  # a response's head: one system call
+
+    def getHost(self) -> Any:
+        """The local address, asked of the socket once per connection, not once per request."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         """Twisted's, except that while the server drains every response closes its connection."""

@@ -21,8 +21,10 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
   open: ``http_request_data``, ``http_status_line``, ``http_headers``, ``http_request_uri``,
   ``http_request_params``, ``websocket_protocols``, ``websocket_extensions`` (set in
   ``processHandshake``) and ``http_response_data`` (``succeedHandshake``).
-- Twisted ``twisted.internet.tcp.Server``: ``socket``, ``_tempDataLen``, ``dataBuffer`` and
-  ``offset``, read to write straight to the socket when nothing is queued.
+- autobahn ``autobahn.websocket.protocol.WebSocketProtocol.sendData`` (overridden: its writes,
+  the handshake's answer among them, go straight to the socket through :mod:`.direct_write`
+  when nothing is queued; with the factory's ``logOctets`` option, and for chopped or
+  synchronous sends, autobahn's way).
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ from autobahn.websocket.protocol import TrafficStats
 from autobahn.websocket.utf8validator import Utf8Validator
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
-from twisted.internet import tcp
 
 from .. import metrics
 from ..events import SEND_FRAMES, CloseCode
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
+from .direct_write import write_now, write_parts_now
 
 INTERNALS = (
     ("daphne", "daphne.ws_protocol", "WebSocketProtocol"),
@@ -71,11 +73,7 @@ INTERNALS = (
     ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "websocket_protocols", "processHandshake"),
     ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "websocket_extensions", "processHandshake"),
     ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "http_response_data", "succeedHandshake"),
-    ("twisted", "twisted.internet.tcp", "Server"),
-    ("twisted", "twisted.internet.tcp.Server", "socket", "__init__"),
-    ("twisted", "twisted.internet.tcp.Server", "_tempDataLen", "__init__"),
-    ("twisted", "twisted.internet.tcp.Server", "dataBuffer"),
-    ("twisted", "twisted.internet.tcp.Server", "offset"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", "sendData"),
 )
 
 logger = logging.getLogger(__name__)
@@ -312,7 +310,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
             parts.append(payload)
             written += size
         if parts:
-            self._write_parts(parts, written + sum(len(head) for head in parts[::2]))
+            write_parts_now(self.transport, parts)
             if self.paused and not was_paused:  # these frames paused the transport: they count
                 self.unsent_while_paused += written
             _deliveries.sent += len(parts) // 2
@@ -323,35 +321,21 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
             if refused > 1:
                 metrics.message_send_errors.inc(refused - 1)
 
-    def _write_parts(self, parts: list[bytes], size: int) -> None:
-        """:meth:`_write` for several buffers, sent together without joining them first."""
-        transport = self.transport
-        if not _sendable(transport):
-            transport.writeSequence(parts)
-            return
-        try:
-            sent = transport.socket.sendmsg(parts)
-        except OSError:  # would block, or the peer is gone: Twisted's path handles both
-            sent = 0
-        if sent < size:
-            transport.write(b"".join(parts)[sent:])
-
     def _write(self, data: bytes) -> None:
         """Send now when nothing is waiting, else queue behind what is (Twisted's buffer).
 
         Twisted always buffers and waits for the next writable event, which costs two
         selector updates per write; a fan-out writes once to each of many sockets.
         """
-        transport = self.transport
-        if not _sendable(transport):
-            transport.write(data)
-            return
-        try:
-            sent = transport.socket.send(data)
-        except OSError:  # would block, or the peer is gone: Twisted's path handles both
-            sent = 0
-        if sent < len(data):
-            transport.write(data[sent:] if sent else data)
+        write_now(self.transport, data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """autobahn's raw write (the handshake's answer, close and ping frames), sent at once
+        when nothing is queued; autobahn's own traffic statistics are not kept."""
+        if sync or chopsize or self.send_queue or self.logOctets:
+            super().sendData(data, sync, chopsize)
+        else:
+            write_now(self.transport, data)
 
     def _close_too_slow(self) -> None:
         """Close with 4008; the frame that did not fit, and every later one, is a send error."""
@@ -390,17 +374,6 @@ def _encoded(text: str) -> bytes:
         payload = text.encode("utf-8")
         _last_encoded = (text, payload)
     return payload
-
-
-def _sendable(transport: Any) -> bool:
-    """A plain TCP socket, open, with nothing queued in Twisted's buffer: it may be written to now."""
-    return bool(
-        type(transport) is tcp.Server
-        and not transport._tempDataLen
-        and transport.offset == len(transport.dataBuffer)
-        and transport.connected
-        and not transport.disconnecting
-    )
 
 
 def _binary_head(size: int) -> bytes:
