@@ -64,7 +64,7 @@ def run_scenario(target: Target, name: str, sizes: Sizes, pinning: Pinning, work
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         target.start(workdir, pinning)
-        meter = Meter(target.pids, target.broker_pids)
+        meter = Meter(target.pids, target.broker_cpu_seconds)
         started = time.perf_counter()
         result = run_async(lambda: SCENARIOS[name](target, sizes, meter))
         figures = {**result, **meter.figures, "seconds_total": round(time.perf_counter() - started, 2)}

@@ -76,15 +76,16 @@ class Meter:
     Set up and draining are left out, so a side at 100% really was the limit while it counted.
     """
 
-    def __init__(self, pids: Callable[[], list[int]], broker_pids: Callable[[], list[int]] = list) -> None:
+    def __init__(self, pids: Callable[[], list[int]], broker_cpu: Callable[[], float | None] = lambda: None) -> None:
         self._pids = pids
-        self._broker_pids = broker_pids
-        self._server = self._generator = self._machine = self._started = self._broker = 0.0
+        self._broker_cpu = broker_cpu
+        self._server = self._generator = self._machine = self._started = 0.0
+        self._broker: float | None = None
         self.figures: Result = {}
 
     def start(self) -> None:
         self._server, self._generator = cpu_seconds(self._pids()), time.process_time()
-        self._broker = cpu_seconds(self._broker_pids())
+        self._broker = self._broker_cpu()
         self._machine, self._started = busy_seconds(), time.perf_counter()
 
     def stop(self) -> None:
@@ -93,8 +94,7 @@ class Meter:
         server = cpu_seconds(pids) - self._server
         generator = time.process_time() - self._generator
         other = busy_seconds() - self._machine - server - generator
-        broker_pids = self._broker_pids()
-        broker = cpu_seconds(broker_pids) - self._broker
+        broker = self._broker_cpu()
         self.figures = {
             "measured_s": round(elapsed, 3),
             "server_cpu_percent": round(100 * server / elapsed, 1) if pids else None,
@@ -102,8 +102,8 @@ class Meter:
             # Only meaningful when the server's processes are known (else they count as "other").
             "other_cpu_percent": round(100 * max(other, 0) / elapsed, 1) if pids else None,
         }
-        if broker_pids:  # Redis, counted in the server's figure too
-            self.figures["redis_cpu_percent"] = round(100 * broker / elapsed, 1)
+        if broker is not None and self._broker is not None:  # Redis, counted in the server's figure too
+            self.figures["redis_cpu_percent"] = round(100 * (broker - self._broker) / elapsed, 2)
 
 
 async def settle(done: Callable[[], bool], progress: Callable[[], int], quiet: float, limit: float) -> None:
