@@ -1,8 +1,8 @@
 """Writes that go to the socket at once when nothing is queued, instead of through Twisted's buffer.
 
 A Twisted TCP transport buffers every write and sends it on the next writable event: two
-selector updates and one more turn of the event loop per response, handshake answer or
-frame. When its buffer is empty, sending right away is the same thing, sooner and cheaper;
+selector updates and one more turn of the event loop per frame or handshake answer. When
+its buffer is empty, sending right away is the same thing, sooner and cheaper;
 whatever the socket does not take (it would block) goes into Twisted's buffer as before,
 so order and flow control are Twisted's. TLS and other transports always take Twisted's way.
 
