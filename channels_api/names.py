@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -23,6 +24,11 @@ GENERATED_ID_BYTES = 16  # 128 bits of randomness -> 22 URL-safe characters
 GROUP_PREFIX = "wc."
 
 
+CACHED_IDS = 4096
+"""Recently seen valid ids keep their check and group name: a channel is published to again and again."""
+
+
+@functools.lru_cache(maxsize=CACHED_IDS)
 def validate_channel_id(channel_id: str) -> str:
     """Return ``channel_id`` if it is 1-128 characters without ``/``, whitespace or controls."""
     if not 1 <= len(channel_id) <= MAX_CHANNEL_ID_LENGTH:
@@ -66,6 +72,7 @@ def generate_channel_id() -> str:
     return secrets.token_urlsafe(GENERATED_ID_BYTES)
 
 
+@functools.lru_cache(maxsize=CACHED_IDS)
 def group_name(channel_id: str) -> str:
     """Map a valid channel id to a channel-layer group name.
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channels_api.names import (
+    CACHED_IDS,
     MAX_CHANNEL_ID_LENGTH,
     InvalidChannelId,
     channel_id_from_url,
@@ -216,3 +217,13 @@ def test_without_a_raw_path_the_routed_id_is_checked_as_it_is():
 def test_any_valid_id_encoded_as_browsers_do_comes_back_unchanged(channel_id):
     raw = quote(channel_id, safe="")
     assert channel_id_from_url(lenient(raw), (PREFIX + raw).encode("ascii")) == channel_id
+
+
+def test_checked_ids_are_remembered_within_a_bound_and_invalid_ones_never() -> None:
+    assert validate_channel_id.cache_info().maxsize == CACHED_IDS
+    assert group_name.cache_info().maxsize == CACHED_IDS
+    for _ in range(2):  # an invalid id is refused every time, not remembered
+        with pytest.raises(InvalidChannelId):
+            validate_channel_id("a b")
+    assert validate_channel_id("job-1") == "job-1"
+    assert group_name("job-1") == group_name("job-1")
