@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.e2e.helpers import (
@@ -37,14 +37,23 @@ def bodies(count: int) -> list[bytes]:
     return [bytes([i % 251]) * SIZES[i % len(SIZES)] + i.to_bytes(4, "big") for i in range(count)]
 
 
-@contextlib.contextmanager
-def stopped(server: ServerProcess) -> Iterator[None]:
-    """The server's process does not run meanwhile (its sockets still take data)."""
-    server.signal(signal.SIGSTOP)
+async def publish_while_stopped(
+    client: httpx.AsyncClient,
+    publisher: ServerProcess,
+    stopped: ServerProcess,
+    channel_id: str,
+    token: str,
+    burst: list[bytes],
+) -> None:
+    """Publish ``burst`` through ``publisher`` while ``stopped``'s process does not run (its sockets
+    still take data), each answered 204."""
+    stopped.signal(signal.SIGSTOP)
     try:
-        yield
+        for body in burst:
+            response = await publish(client, publisher.url, channel_id, body, token=token)
+            assert response.status_code == 204, response.text
     finally:
-        server.signal(signal.SIGCONT)
+        stopped.signal(signal.SIGCONT)
 
 
 def counter(server: ServerProcess, name: str, labels: dict[str, str] | None = None) -> float:
@@ -60,10 +69,7 @@ async def test_a_burst_queued_while_the_process_was_stopped_arrives_whole_and_in
     async with contextlib.AsyncExitStack() as stack, http_client() as client:
         sockets = [await stack.enter_async_context(subscribe(b.url, channel_id, token)) for _ in range(3)]
         sent_before = counter(b, "webchannel_messages_sent_total")
-        with stopped(b):
-            for body in burst:
-                response = await publish(client, a.url, channel_id, body, token=token)
-                assert response.status_code == 204, response.text
+        await publish_while_stopped(client, a, b, channel_id, token, burst)
         for ws in sockets:
             assert [await recv_binary(ws) for _ in burst] == burst
         await eventually(
@@ -85,9 +91,7 @@ async def test_a_reader_that_stopped_reading_is_closed_with_4008_and_every_messa
             sent_before = counter(b, "webchannel_messages_sent_total")
             errors_before = counter(b, "webchannel_message_send_errors_total")
             closed_before = counter(b, "webchannel_websocket_closed_total", {"code": "4008"})
-            with stopped(b):
-                for body in burst:
-                    assert (await publish(client, a.url, channel_id, body, token=token)).status_code == 204
+            await publish_while_stopped(client, a, b, channel_id, token, burst)
             for expected in burst:  # the reader is not held back by the stalled socket
                 assert await recv_binary(reader, 20) == expected
 
@@ -111,9 +115,7 @@ async def test_the_reader_sees_the_close_code_after_the_frames_written_before_it
     channel_id, token = create_channel(a.url, "batched-then-closed")
     burst = bodies(40)
     async with subscribe(b.url, channel_id, token) as ws, http_client() as client:
-        with stopped(b):
-            for body in burst:
-                assert (await publish(client, a.url, channel_id, body, token=token)).status_code == 204
+        await publish_while_stopped(client, a, b, channel_id, token, burst)
         url = f"{a.url}/webchannel/v1/channels/{channel_id}"
         response = await client.delete(url, headers={"authorization": f"Bearer {token}"})
         assert response.status_code == 204, response.text
