@@ -47,6 +47,9 @@ READY_TIMEOUT_SECONDS = 0.8
 """...and a probe gives up after this: an outage shows as 503 at most 1.8 s after it begins."""
 
 
+RelaySource = tuple[Callable[[str], Awaitable[dict[str, Any]]], Callable[[str], list[dict[str, Any]]]]
+"""A layer's ``receive`` and ``receive_pending``, looked up once for a consumer's relay loop."""
+
 BATCH_MESSAGES = 64
 """At most this many messages queued behind the one a subscriber woke for are written with it."""
 
@@ -258,7 +261,7 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         """The messages already queued for ``channel``, without waiting (see :func:`pending_messages`)."""
         return pending_messages(self._backlogs.get(channel))
 
-    def relay_source(self) -> tuple[Callable[[str], Awaitable[dict[str, Any]]], Callable[[str], list[dict[str, Any]]]]:
+    def relay_source(self) -> RelaySource:
         """``receive`` and ``receive_pending``, for a consumer's relay loop."""
         return self.receive, self.receive_pending
 

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from channels_redis import pubsub, utils
@@ -38,7 +38,14 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from ..backlog import Backlog
 from ..exceptions import LayerUnavailable
-from ..layers import DEFAULT_MAX_BACKLOG_BYTES, message_size, pending_messages, receive_from, wait_for_subscribers
+from ..layers import (
+    DEFAULT_MAX_BACKLOG_BYTES,
+    RelaySource,
+    message_size,
+    pending_messages,
+    receive_from,
+    wait_for_subscribers,
+)
 from ..redis_hosts import describe_host
 
 INTERNALS = (
@@ -101,7 +108,7 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[m
         super().__init__(*args, **kwargs)
         self._max_backlog_bytes = max_backlog_bytes
 
-    def relay_source(self) -> tuple[Callable[[str], Awaitable[dict[str, Any]]], Callable[[str], list[dict[str, Any]]]]:
+    def relay_source(self) -> RelaySource:
         """This event loop's ``receive`` and ``receive_pending``, looked up once for a consumer's
         lifetime rather than on every message."""
         layer = self._get_layer()

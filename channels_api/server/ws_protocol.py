@@ -306,7 +306,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
                 if self.unsent_while_paused + size > limit:
                     break
                 self.unsent_while_paused += size
-            parts.append(_binary_head(size))
+            parts.append(_head(size))
             parts.append(payload)
             written += size
         if parts:
@@ -376,13 +376,13 @@ def _encoded(text: str) -> bytes:
     return payload
 
 
-def _binary_head(size: int) -> bytes:
-    """The header of an unmasked, final binary frame of ``size`` bytes."""
+def _head(size: int, first: int = 0x82) -> bytes:
+    """The header of an unmasked, final frame of ``size`` bytes (``first``: 0x82 binary, 0x81 text)."""
     if size < 126:
-        return bytes((0x82, size))
+        return bytes((first, size))
     if size < 65536:
-        return struct.pack("!BBH", 0x82, 126, size)
-    return struct.pack("!BBQ", 0x82, 127, size)
+        return struct.pack("!BBH", first, 126, size)
+    return struct.pack("!BBQ", first, 127, size)
 
 
 def _frame(payload: bytes, binary: bool) -> bytes:
@@ -396,15 +396,7 @@ def _frame(payload: bytes, binary: bool) -> bytes:
     last_payload, frame = _last_binary if binary else _last_text
     if payload is last_payload:
         return frame
-    size = len(payload)
-    first = 0x82 if binary else 0x81
-    if size < 126:
-        head = bytes((first, size))
-    elif size < 65536:
-        head = struct.pack("!BBH", first, 126, size)
-    else:
-        head = struct.pack("!BBQ", first, 127, size)
-    frame = head + payload
+    frame = _head(len(payload), 0x82 if binary else 0x81) + payload
     if binary:
         _last_binary = (payload, frame)
     else:
