@@ -8,21 +8,12 @@ Skipped without /usr/bin/chromium unless WEBCHANNEL_REQUIRE_BROWSER=1 (see test_
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from tests.browser.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    INSTRUMENT,
-    Page,
-    create_channel,
-    require_browser,
-    wait_in_page,
-)
+from tests.browser.test_browser import Page, create_channel, wait_in_page
 from tests.harness import ServerProcess, timeout
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -34,24 +25,6 @@ window.__ws.onmessage = (m) => window.__received.push(new TextDecoder().decode(m
 """
 
 
-@pytest.fixture
-async def chromium_page() -> AsyncIterator[Page]:
-    """A fresh instrumented about:blank page in headless Chromium (as test_browser.py's ``page``)."""
-    require_browser()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = Page(await browser.new_page())
-            page.page.on("pageerror", lambda error: page.errors.append(f"pageerror: {error}"))
-            await page.page.set_content("<!doctype html><title>webchannel subprotocol test</title>")
-            await page.page.add_script_tag(content=INSTRUMENT)
-            yield page
-        finally:
-            await browser.close()
-
-
 async def open_socket(page: Page, server: ServerProcess, channel_id: str, token: str) -> None:
     url = f"{server.ws_url}/webchannel/v1/channels/{quote(channel_id, safe='')}"
     await page.page.add_script_tag(content=f"const url = {json.dumps(url)};\nconst token = {json.dumps(token)};")
@@ -59,12 +32,12 @@ async def open_socket(page: Page, server: ServerProcess, channel_id: str, token:
 
 
 @pytest.mark.parametrize("which", ["token", "subscribeToken"])
-async def test_chromium_subscribes_with_the_token_as_a_subprotocol(chromium_page, shared_server, which):
+async def test_chromium_subscribes_with_the_token_as_a_subprotocol(page, shared_server, which):
     created = await create_channel(shared_server)
-    await open_socket(chromium_page, shared_server, created["channelId"], created[which])
-    await wait_in_page(chromium_page, "window.__events.includes('open')", "the WebSocket to open")
-    assert await chromium_page.evaluate("window.__ws.protocol") == "webchannel"
-    assert "access_token" not in await chromium_page.evaluate("window.__ws.url")
+    await open_socket(page, shared_server, created["channelId"], created[which])
+    await wait_in_page(page, "window.__events.includes('open')", "the WebSocket to open")
+    assert await page.evaluate("window.__ws.protocol") == "webchannel"
+    assert "access_token" not in await page.evaluate("window.__ws.url")
 
     async with httpx.AsyncClient(timeout=timeout(10)) as client:
         response = await client.post(
@@ -73,18 +46,18 @@ async def test_chromium_subscribes_with_the_token_as_a_subprotocol(chromium_page
             content="héllo".encode(),
         )
     assert response.status_code == 204, response.text
-    await wait_in_page(chromium_page, "window.__received.length >= 1", "the published message in the page")
-    assert await chromium_page.evaluate("window.__received") == ["héllo"]
-    assert chromium_page.errors == []
+    await wait_in_page(page, "window.__received.length >= 1", "the published message in the page")
+    assert await page.evaluate("window.__received") == ["héllo"]
+    assert page.errors == []
     assert created["token"] not in shared_server.output()
     assert created["subscribeToken"] not in shared_server.output()
 
 
-async def test_chromium_with_a_bad_subprotocol_token_never_opens(chromium_page, shared_server):
+async def test_chromium_with_a_bad_subprotocol_token_never_opens(page, shared_server):
     created = await create_channel(shared_server)
     other = await create_channel(shared_server)
-    await open_socket(chromium_page, shared_server, created["channelId"], other["token"])
-    await wait_in_page(chromium_page, "window.__events.some((e) => e.startsWith('close:'))", "the WebSocket to close")
-    events = await chromium_page.evaluate("window.__events")
+    await open_socket(page, shared_server, created["channelId"], other["token"])
+    await wait_in_page(page, "window.__events.some((e) => e.startsWith('close:'))", "the WebSocket to close")
+    events = await page.evaluate("window.__events")
     assert "open" not in events, events
     assert "error" in events, events

@@ -53,20 +53,17 @@ async def recv_kind(ws: ClientConnection) -> tuple[str, bytes]:
     return "binary", message
 
 
-async def test_utf8_payloads_arrive_as_text_frames_with_their_exact_bytes(shared_server):
+@pytest.mark.parametrize(
+    ("kind", "payloads"),
+    [("text", PAYLOADS), ("binary", INVALID_UTF8)],
+    ids=["utf8-payloads-arrive-as-text-frames-with-their-exact-bytes", "invalid-utf8-arrives-as-binary-frames"],
+)
+async def test_each_payload_arrives_as_the_frame_kind_its_bytes_allow(shared_server, kind, payloads):
     channel_id, token = create_channel(shared_server.url)
     async with text_subscriber(shared_server.url, channel_id, token) as ws, http_client() as client:
-        for name, payload in PAYLOADS:
+        for name, payload in payloads:
             assert (await publish(client, shared_server.url, channel_id, payload, token=token)).status_code == 204
-            assert await recv_kind(ws) == ("text", payload), name
-
-
-async def test_invalid_utf8_payloads_arrive_as_binary_frames(shared_server):
-    channel_id, token = create_channel(shared_server.url)
-    async with text_subscriber(shared_server.url, channel_id, token) as ws, http_client() as client:
-        for name, payload in INVALID_UTF8:
-            assert (await publish(client, shared_server.url, channel_id, payload, token=token)).status_code == 204
-            assert await recv_kind(ws) == ("binary", payload), name
+            assert await recv_kind(ws) == (kind, payload), name
 
 
 async def test_mixed_subscribers_each_get_their_own_frame_kind_in_order(shared_server):
