@@ -212,9 +212,17 @@ class Presence:
         return task is not None and not task.done() and task.get_loop() is _running_loop()
 
     async def _run(self) -> None:
+        """Refresh every :data:`REFRESH_SECONDS` (sooner when woken) until :meth:`stop`.
+
+        The loop ends when it is no longer this object's task, not only when cancelled: on
+        Python 3.11, ``asyncio.wait_for`` (which redis-py runs each command under) swallows a
+        cancellation that arrives as the command completes, and a loop that relied on being
+        cancelled would then run for ever, keeping ``asyncio.run`` from returning.
+        """
+        this = asyncio.current_task()
         wake = self._wake
         assert wake is not None
-        while True:
+        while self._task is this:
             try:
                 async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
                     await self.refresh()
@@ -224,6 +232,8 @@ class Presence:
                 self._failed(exc)
                 if time.monotonic() - self._synced_at > GHOST_BOUND_SECONDS:
                     self.others, self._peers = {}, {}  # too old to trust
+            if self._task is not this:
+                break
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(REFRESH_SECONDS):
                     await wake.wait()
@@ -234,6 +244,8 @@ class Presence:
         """Stop refreshing (the hash then expires as if the process were killed); for tests."""
         task, self._task = self._task, None
         if isinstance(task, asyncio.Task):
+            if self._wake is not None:
+                self._wake.set()  # a loop whose cancellation was swallowed sees it is stopped at once
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

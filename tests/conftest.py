@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests import programs
 from tests.harness import RedisServer, ServerProcess, serving
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``needs("nginx", ...)`` is skipped (or, in CI, failed) by name without them."""
+    for mark in item.iter_markers("needs"):
+        for name in mark.args:
+            programs.require(name)
 
 
 @pytest.fixture

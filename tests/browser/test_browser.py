@@ -1,13 +1,12 @@
 """The README's browser snippet, verbatim, in headless Chromium against a real `manage.py serve`.
 
 Chromium is the Debian package at /usr/bin/chromium; Playwright never downloads a browser.
-Without it the tests are skipped, unless WEBCHANNEL_REQUIRE_BROWSER=1 (CI), where they fail.
+Without it the tests are skipped, unless WEBCHANNEL_REQUIRE_PROGRAMS=1 (CI), where they fail.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,11 +17,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from tests import programs
 from tests.harness import API_KEY, REPO, ServerProcess, timeout
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(programs.PROGRAMS["chromium"].path or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -73,12 +73,8 @@ def snippet_for(server: ServerProcess) -> str:
 
 
 def require_browser() -> None:
-    if CHROMIUM.exists():
-        return
-    reason = f"{CHROMIUM} is not installed (Debian package chromium); the browser tests need it"
-    if os.environ.get("WEBCHANNEL_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason}, and WEBCHANNEL_REQUIRE_BROWSER=1")
-    pytest.skip(reason)
+    """Skip the calling test without Debian's Chromium (fail it in CI, where it must run)."""
+    programs.require("chromium")
 
 
 @dataclass
@@ -191,11 +187,12 @@ async def test_readme_snippet_is_refused_with_a_wrong_token(page, shared_server,
     assert await page.evaluate("window.__received") == []
 
 
-def test_missing_chromium_skips_unless_the_browser_is_required(monkeypatch, tmp_path):
-    monkeypatch.setattr(f"{__name__}.CHROMIUM", tmp_path / "no-chromium")
-    monkeypatch.delenv("WEBCHANNEL_REQUIRE_BROWSER", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="not installed"):
+def test_missing_chromium_skips_unless_the_programs_are_required(monkeypatch, tmp_path):
+    missing = programs.Program("chromium", "chromium", path=str(tmp_path / "no-chromium"), purpose="browser tests")
+    monkeypatch.setitem(programs.PROGRAMS, "chromium", missing)
+    monkeypatch.delenv(programs.REQUIRE_VARIABLE, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"chromium is not installed \(Debian package chromium\)"):
         require_browser()
-    monkeypatch.setenv("WEBCHANNEL_REQUIRE_BROWSER", "1")
-    with pytest.raises(pytest.fail.Exception, match="WEBCHANNEL_REQUIRE_BROWSER=1"):
+    monkeypatch.setenv(programs.REQUIRE_VARIABLE, "1")
+    with pytest.raises(pytest.fail.Exception, match="WEBCHANNEL_REQUIRE_PROGRAMS=1"):
         require_browser()

@@ -2,7 +2,7 @@
 
 ``new WebSocket(url, ["webchannel", "webchannel.bearer." + token])``: the socket opens with
 ``ws.protocol === "webchannel"`` and receives what is published; a bad token never opens.
-Skipped without /usr/bin/chromium unless WEBCHANNEL_REQUIRE_BROWSER=1 (see test_browser.py).
+Skipped without /usr/bin/chromium unless WEBCHANNEL_REQUIRE_PROGRAMS=1 (see tests/programs.py).
 """
 
 from __future__ import annotations

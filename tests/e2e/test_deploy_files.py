@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from channels_api.config import ServerConfig
+from tests import programs
 from tests.e2e.helpers import create_channel, http_client, publish, recv_binary, subscribe, wait_exit
 from tests.harness import (
     API_KEY,
@@ -256,9 +257,7 @@ def test_systemd_unit_restarts_on_failure_drains_on_stop_and_lifts_the_open_file
 
 
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed")
+    analyze = programs.require("systemd-analyze")
     # verify also checks that ExecStart's program exists: point it at this checkout.
     unit = tmp_path / "webchannel.service"
     unit.write_text(
@@ -373,7 +372,7 @@ async def test_compose_command_and_health_checks_run_for_real(tmp_path: Path, re
 
     redis_check = services["redis"]["healthcheck"]["test"][1:]
     assert redis_check[0] == "redis-cli"
-    redis_cli = shutil.which("redis-cli") or str(Path(redis_server_binary()).with_name("redis-cli"))
+    redis_cli = programs.find("redis-cli") or str(Path(redis_server_binary()).with_name("redis-cli"))
     result = run_check([redis_cli, "-p", str(redis_server.port), *redis_check[1:]])
     assert result.stdout.strip() == "PONG", result.stdout + result.stderr
 

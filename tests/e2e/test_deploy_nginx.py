@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import signal
 from collections.abc import Iterator
@@ -33,15 +32,12 @@ from tests.e2e.helpers import (
     ws_url,
 )
 from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
-from tests.nginx import Nginx, nginx_binary, proxying
+from tests.nginx import Nginx, proxying
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,  # two processes (webchannel and nginx) per test
-    pytest.mark.skipif(
-        nginx_binary() is None and os.environ.get("WEBCHANNEL_REQUIRE_NGINX") != "1",
-        reason="nginx is not installed (Debian: apt-get install nginx)",
-    ),
+    pytest.mark.needs("nginx"),
 ]
 
 MAX_MESSAGE_SIZE = ChannelConfig().max_message_size

@@ -26,12 +26,12 @@ from websockets.asyncio.client import connect
 import tests.nginx
 from tests.e2e.helpers import create_channel, http_client, publish, users_connected, wait_exit, ws_url
 from tests.harness import RedisServer, ServerProcess, base_config, run_serve, timeout, wait_for
-from tests.nginx import Nginx, nginx_binary, proxying
+from tests.nginx import Nginx, proxying
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,  # nginx, two servers and a Redis
-    pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (Debian: apt-get install nginx)"),
+    pytest.mark.needs("nginx"),
 ]
 
 SERVICE_RESTART = 1012

@@ -399,11 +399,10 @@ async def test_through_redis_a_stream_on_one_process_gets_a_publish_on_another_a
 
 
 @pytest.mark.slow
+@pytest.mark.needs("nginx")
 async def test_events_pass_through_the_shipped_nginx_configuration_one_by_one(tmp_path: Path):
-    from tests.nginx import nginx_binary, proxying
+    from tests.nginx import proxying
 
-    if nginx_binary() is None:
-        pytest.skip("nginx is not installed")
     config = base_config(server={"ping_interval": 0.3})
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(serving(tmp_path, config, name="sse-nginx"))

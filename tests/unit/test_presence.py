@@ -168,3 +168,28 @@ async def test_asking_from_another_event_loop_leaves_the_refresh_task_alone(pair
     assert (a._task, a._client) == (task, client)
     assert task is not None
     assert not task.done()
+
+
+async def test_stop_ends_the_refresh_loop_even_when_a_command_swallows_the_cancellation(target: RedisTarget) -> None:
+    """Python 3.11's ``asyncio.wait_for`` (under every redis-py command) can swallow a cancellation
+    that arrives as the command completes; the loop must still end when stopped."""
+    counts = Presence("a", redis=target)
+    swallowed = asyncio.Event()
+    refresh = counts.refresh
+
+    async def refresh_swallowing_a_cancellation() -> None:
+        await refresh()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            swallowed.set()  # returns as if the command had completed: the cancellation is lost
+
+    counts.refresh = refresh_swallowing_a_cancellation  # type: ignore[method-assign]
+    counts.joined(GROUP)  # starts the loop on this event loop
+    task = counts._task
+    assert task is not None
+    await asyncio.sleep(0.1)  # inside the swallowing refresh
+    async with asyncio.timeout(timeout(5)):
+        await counts.stop()
+    assert swallowed.is_set()
+    assert task.done()
