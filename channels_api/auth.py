@@ -190,11 +190,18 @@ API_KEYS_LABEL = "api_keys"
 
 @dataclass(frozen=True)
 class ApiKey:
-    """An API key with the name logs and metrics show for it and the actions it may take."""
+    """An API key with the name logs and metrics show for it, the actions it may take, the
+    channel-id prefixes it may act on (empty: every id) and its publish rate (None: unlimited)."""
 
     name: str
     key: str = field(repr=False)
     scopes: frozenset[str]
+    channels: tuple[str, ...] = ()
+    max_publish_rate: float | None = None
+
+    def allows_channel(self, channel_id: str) -> bool:
+        """Whether ``channel_id`` starts with one of the key's prefixes (always, without prefixes)."""
+        return not self.channels or channel_id.startswith(self.channels)
 
 
 def api_key_matches(presented: str | None, keys: Iterable[str]) -> bool:

@@ -84,11 +84,21 @@ def _ttl(value: int) -> int:
 
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
+MIN_SECRET_LENGTH = 8
+"""Every API key and signing secret has at least this many characters: a list given as
+comma-separated text must never split one strong secret into weak ones (``Kx9,p``)."""
+
+
+def _long_enough(kind: str, secret: str) -> None:
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"expected every {kind} to have at least {MIN_SECRET_LENGTH} characters; one has {len(secret)}")
+
 
 def _api_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
     for key in keys:
         if not _TOKEN_CHARS.fullmatch(key):
             raise ValueError("expected keys of visible ASCII characters (no spaces)")
+        _long_enough("key", key)
     return keys
 
 
@@ -102,7 +112,37 @@ class EntryProblem(ValueError):
 
 
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_KEY_FIELDS = ("name", "key", "scopes")
+_KEY_FIELDS = ("name", "key", "scopes", "channels", "max_publish_rate")
+_REQUIRED_KEY_FIELDS = ("name", "key", "scopes")
+MAX_PREFIX_CHANNEL_ID_LENGTH = 100
+"""A key's channel prefix leaves room for a generated id (22 characters) within the 128 of an id."""
+
+
+def _channel_prefixes(at: str, value: Any) -> tuple[str, ...]:
+    """``channels``: a non-empty list of channel-id prefixes, each itself valid in an id."""
+    from .names import MAX_CHANNEL_ID_LENGTH, validate_channel_id
+
+    if not isinstance(value, list | tuple) or not value or not all(isinstance(p, str) for p in value):
+        raise EntryProblem(f"{at}.channels", 'expected a non-empty list of channel-id prefixes, e.g. ["tenant-a:"]')
+    for prefix in value:
+        try:
+            validate_channel_id(prefix)
+        except ValueError as exc:
+            raise EntryProblem(f"{at}.channels", f"prefix {prefix!r}: {exc}") from None
+        if len(prefix) > MAX_PREFIX_CHANNEL_ID_LENGTH:
+            raise EntryProblem(
+                f"{at}.channels",
+                f"expected prefixes of at most {MAX_PREFIX_CHANNEL_ID_LENGTH} characters (ids have {MAX_CHANNEL_ID_LENGTH})",
+            )
+    if len(set(value)) < len(value):
+        raise EntryProblem(f"{at}.channels", "a prefix is listed twice")
+    return tuple(value)
+
+
+def _publish_rate(at: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise EntryProblem(f"{at}.max_publish_rate", "expected messages per second, a number greater than 0")
+    return float(value)
 
 
 def _named_keys(value: Any) -> tuple[ApiKey, ...]:
@@ -116,8 +156,8 @@ def _named_keys(value: Any) -> tuple[ApiKey, ...]:
             raise EntryProblem(at, "expected a table with name, key and scopes")
         for field_name in entry:
             if field_name not in _KEY_FIELDS:
-                raise EntryProblem(f"{at}.{field_name}", "unknown field (known: name, key, scopes)")
-        for field_name in _KEY_FIELDS:
+                raise EntryProblem(f"{at}.{field_name}", f"unknown field (known: {', '.join(_KEY_FIELDS)})")
+        for field_name in _REQUIRED_KEY_FIELDS:
             if field_name not in entry:
                 raise EntryProblem(f"{at}.{field_name}", "missing")
         name, key, scopes = entry["name"], entry["key"], entry["scopes"]
@@ -131,6 +171,8 @@ def _named_keys(value: Any) -> tuple[ApiKey, ...]:
             raise EntryProblem(f"{at}.name", f"{name!r} is the name of an earlier entry; names must be unique")
         if not isinstance(key, str) or not _TOKEN_CHARS.fullmatch(key):
             raise EntryProblem(f"{at}.key", "expected a key of visible ASCII characters (no spaces)")
+        if len(key) < MIN_SECRET_LENGTH:
+            raise EntryProblem(f"{at}.key", f"expected at least {MIN_SECRET_LENGTH} characters; it has {len(key)}")
         if any(other.key == key for other in entries):
             raise EntryProblem(f"{at}.key", "the same key as an earlier entry; every key must be different")
         if not isinstance(scopes, list | tuple) or not scopes or not all(isinstance(s, str) for s in scopes):
@@ -138,14 +180,22 @@ def _named_keys(value: Any) -> tuple[ApiKey, ...]:
         unknown = [s for s in scopes if s not in API_KEY_ACTIONS]
         if unknown:
             raise EntryProblem(f"{at}.scopes", f"unknown scope {unknown[0]!r} (known: {', '.join(API_KEY_ACTIONS)})")
-        entries.append(ApiKey(name, key, frozenset(scopes)))
+        channels = _channel_prefixes(at, entry["channels"]) if "channels" in entry else ()
+        rate = _publish_rate(at, entry["max_publish_rate"]) if "max_publish_rate" in entry else None
+        entries.append(ApiKey(name, key, frozenset(scopes), channels, rate))
     return tuple(entries)
 
 
 def _secret_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
-    if any(not key for key in keys):
-        raise ValueError("expected non-empty secrets")
+    for key in keys:
+        _long_enough("secret", key)
     return keys
+
+
+def _secret_key(key: str) -> str:
+    if len(key) < MIN_SECRET_LENGTH:
+        raise ValueError(f"expected a secret of at least {MIN_SECRET_LENGTH} characters; it has {len(key)}")
+    return key
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -329,6 +379,24 @@ class ServerConfig:
         check=_non_negative,
     )
     access_log: bool = setting(True, "Log one line per HTTP request and WebSocket (secrets redacted).")
+    request_head_timeout: float = setting(
+        10.0,
+        "Seconds a client has to send a complete request head (request line and headers); a "
+        "connection that has not is dropped (slow-header attacks).",
+        check=_positive,
+    )
+    max_http_connections: int = setting(
+        1000,
+        "Open HTTP connections one process holds at most, besides subscriber sockets and event "
+        "streams; past it an idle keep-alive connection is closed to make room, or the new one "
+        "is answered 503.",
+        check=_positive,
+    )
+    max_waiting_publishes: int = setting(
+        1000,
+        "Publishes with ?wait= that may wait for a subscriber at once in one process; past it 429.",
+        check=_positive,
+    )
     trusted_proxies: tuple[str, ...] = setting(
         (),
         "Proxies (addresses or networks, e.g. 127.0.0.1, 10.0.0.0/8) whose X-Forwarded-For names the "
@@ -343,7 +411,9 @@ class ChannelConfig:
 
     secret_key: str | None = setting(
         None,
-        "HS256 secret for channel tokens. Unset: random per process (tokens die with it).",
+        "HS256 secret for channel tokens (at least 8 characters; 32 or more recommended). Unset: random "
+        "per process (tokens die with it).",
+        check=_secret_key,
         secret=True,
     )
     previous_secret_keys: tuple[str, ...] = setting(
@@ -363,7 +433,9 @@ class ChannelConfig:
         (),
         "Named API keys limited to scopes, usually written as [[channel.keys]] tables: name (shown in "
         "access-log lines and the key label of webchannel_api_requests_total), key, scopes (any of "
-        "create, publish, info, close). In the environment: a JSON array of such objects.",
+        "create, publish, info, close), optionally channels (channel-id prefixes the key and its "
+        "tokens are limited to) and max_publish_rate (messages per second, across all processes). "
+        "In the environment: a JSON array of such objects.",
         check=_named_keys,
         secret=True,
     )
@@ -541,6 +613,16 @@ def _from_toml(key: Key, value: Any) -> Any:
 
 
 def _split_list(text: str) -> tuple[str, ...]:
+    """A list from the environment: a JSON array of strings (``["a,b", "c"]``, for values that may
+    hold commas, such as secrets), or comma-separated text (``a,b``)."""
+    if text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            items = None
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError('expected a JSON array of strings, e.g. ["a,b", "c"], or comma-separated text')
+        return tuple(items)
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
