@@ -91,7 +91,9 @@ comma-separated text must never split one strong secret into weak ones (``Kx9,p`
 
 def _long_enough(kind: str, secret: str) -> None:
     if len(secret) < MIN_SECRET_LENGTH:
-        raise ValueError(f"expected every {kind} to have at least {MIN_SECRET_LENGTH} characters; one has {len(secret)}")
+        raise ValueError(
+            f"expected every {kind} to have at least {MIN_SECRET_LENGTH} characters; one has {len(secret)}"
+        )
 
 
 def _api_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -132,7 +134,8 @@ def _channel_prefixes(at: str, value: Any) -> tuple[str, ...]:
         if len(prefix) > MAX_PREFIX_CHANNEL_ID_LENGTH:
             raise EntryProblem(
                 f"{at}.channels",
-                f"expected prefixes of at most {MAX_PREFIX_CHANNEL_ID_LENGTH} characters (ids have {MAX_CHANNEL_ID_LENGTH})",
+                f"expected prefixes of at most {MAX_PREFIX_CHANNEL_ID_LENGTH} characters "
+                f"(ids have {MAX_CHANNEL_ID_LENGTH})",
             )
     if len(set(value)) < len(value):
         raise EntryProblem(f"{at}.channels", "a prefix is listed twice")

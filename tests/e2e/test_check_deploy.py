@@ -58,7 +58,7 @@ def test_production_like_configuration_reports_no_issues(tmp_path):
 
 
 def test_a_short_secret_is_reported(tmp_path):
-    config = {**PRODUCTION, "channel": {**PRODUCTION["channel"], "secret_key": "short"}}
+    config = {**PRODUCTION, "channel": {**PRODUCTION["channel"], "secret_key": "short-secret"}}
     ids, output = check_deploy(tmp_path, config)
     assert ids == {"channels_api.W001"}, output
 

@@ -165,11 +165,11 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
 
 
 def test_api_keys_from_the_environment_are_a_comma_separated_list(tmp_path: Path) -> None:
-    with serving(tmp_path, base_config(), {"WC_CHANNEL__API_KEYS": "foo,bar"}) as server:
-        for key in ("foo", "bar"):
+    with serving(tmp_path, base_config(), {"WC_CHANNEL__API_KEYS": "foo-key-1,bar-key-2"}) as server:
+        for key in ("foo-key-1", "bar-key-2"):
             response = httpx.post(f"{server.url}{CHANNELS}", headers={"x-api-key": key})
             assert response.status_code == 200, (key, response.text)
-        for key in (API_KEY, "foo,bar"):
+        for key in (API_KEY, "foo-key-1,bar-key-2"):
             response = httpx.post(f"{server.url}{CHANNELS}", headers={"x-api-key": key})
             assert response.status_code == 401, key
 

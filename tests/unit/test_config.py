@@ -81,7 +81,7 @@ ping_interval = 5
 
 [channel]
 secret_key = "file-secret"
-api_keys = ["k1", "k2"]
+api_keys = ["key-one-1", "key-two-2"]
 ttl = 60
 max_message_size = 1024
 
@@ -101,7 +101,7 @@ auth_password = "pw"
     assert config.server.ping_interval == 5.0
     assert isinstance(config.server.ping_interval, float)
     assert config.channel.secret_key == "file-secret"
-    assert config.channel.api_keys == ("k1", "k2")
+    assert config.channel.api_keys == ("key-one-1", "key-two-2")
     assert config.channel.ttl == 60
     assert config.channel.max_message_size == 1024
     assert config.redis.url == ("redis://127.0.0.1:6390/1",)
@@ -157,11 +157,11 @@ def test_empty_toml_file_gives_defaults(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("foo,bar", ("foo", "bar")),
-        ("foo, bar", ("foo", "bar")),
-        ("  foo ,  bar  ", ("foo", "bar")),
-        ("foo", ("foo",)),
-        ("foo,,bar,", ("foo", "bar")),
+        ("foo-key-1,bar-key-2", ("foo-key-1", "bar-key-2")),
+        ("foo-key-1, bar-key-2", ("foo-key-1", "bar-key-2")),
+        ("  foo-key-1 ,  bar-key-2  ", ("foo-key-1", "bar-key-2")),
+        ("foo-key-1", ("foo-key-1",)),
+        ("foo-key-1,,bar-key-2,", ("foo-key-1", "bar-key-2")),
     ],
 )
 def test_comma_separated_api_keys_in_environment(text, expected):
@@ -176,12 +176,12 @@ def test_comma_separated_cors_origins_in_environment():
 def test_toml_lists(tmp_path):
     path = write(
         tmp_path,
-        '[channel]\napi_keys = ["foo", "bar"]\nprevious_secret_keys = ["old1", "old2"]\n'
+        '[channel]\napi_keys = ["foo-key-1", "bar-key-2"]\nprevious_secret_keys = ["old-secret-1", "old-secret-2"]\n'
         '[server]\ncors_origins = ["https://a.example", "https://b.example"]\n',
     )
     config = load_config(path, {})
-    assert config.channel.api_keys == ("foo", "bar")
-    assert config.channel.previous_secret_keys == ("old1", "old2")
+    assert config.channel.api_keys == ("foo-key-1", "bar-key-2")
+    assert config.channel.previous_secret_keys == ("old-secret-1", "old-secret-2")
     assert config.server.cors_origins == ("https://a.example", "https://b.example")
 
 
@@ -217,8 +217,8 @@ def test_comma_separated_text_for_a_list_key_in_the_environment_is_a_list(key):
         "server.allowed_hosts": "a.example,b.example",
         "server.cors_origins": "https://a.example,https://b.example",
         "server.trusted_proxies": "127.0.0.1,10.0.0.0/8",
-        "channel.previous_secret_keys": "old1,old2",
-        "channel.api_keys": "k1,k2",
+        "channel.previous_secret_keys": "old-secret-1,old-secret-2",
+        "channel.api_keys": "key-one-1,key-two-2",
         "redis.url": "redis://a.example:6379/0,redis://b.example:6379/0",
         "redis.sentinels": "a.example:26379,b.example:26379",
     }
@@ -228,8 +228,8 @@ def test_comma_separated_text_for_a_list_key_in_the_environment_is_a_list(key):
 
 
 def test_previous_secret_keys_follow_the_signing_key():
-    config = load_config(None, {**KNOWN, "WC_CHANNEL__PREVIOUS_SECRET_KEYS": "old1,old2"})
-    assert config.secret_keys == (SECRET, "old1", "old2")
+    config = load_config(None, {**KNOWN, "WC_CHANNEL__PREVIOUS_SECRET_KEYS": "old-secret-1,old-secret-2"})
+    assert config.secret_keys == (SECRET, "old-secret-1", "old-secret-2")
 
 
 # --- booleans -------------------------------------------------------------------------
@@ -678,7 +678,7 @@ def test_secret_values_never_appear_in_file_errors(tmp_path, text, secret):
         ({"WC_CHANNEL__API_KEYS": "good-key,bad s3cr3t"}, "s3cr3t"),
         ({"WC_CHANNEL__API_KEYS": "good-key,bad s3cr3t"}, "good-key"),
         ({"WC_CHANNEL__API_KEYS": "caf\u00e9-s3cr3t"}, "s3cr3t"),
-        ({"WC_REDIS__URL": "http://:s3cr3t-pw@h:1", "WC_CHANNEL__SECRET_KEY": "k"}, "s3cr3t"),
+        ({"WC_REDIS__URL": "http://:s3cr3t-pw@h:1", "WC_CHANNEL__SECRET_KEY": SECRET}, "s3cr3t"),
         ({"WC_REDIS__URL": "redis://:s3cr3t-pw@h:1"}, "s3cr3t"),
         (
             {"WC_REDIS__URL": "redis://h:1", "WC_CHANNEL__SECRET_KEY": "s3cr3t-k", "WC_CHANNEL__TTL": "x"},
@@ -710,6 +710,79 @@ def test_environment_secret_with_undecodable_bytes_is_an_error(name):
     assert "s3cr3t" not in message
 
 
+# --- secrets have at least 8 characters; secret lists may be JSON arrays -----------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable", "secret"),
+    [
+        # One strong key split at its comma into two weak ones is refused, not accepted as two keys.
+        ({"WC_CHANNEL__API_KEYS": "Kx9,p"}, "WC_CHANNEL__API_KEYS", "Kx9"),
+        ({"WC_CHANNEL__API_KEYS": "good-key-1,short7"}, "WC_CHANNEL__API_KEYS", "short7"),
+        ({"WC_CHANNEL__PREVIOUS_SECRET_KEYS": "old-secret-1,2"}, "WC_CHANNEL__PREVIOUS_SECRET_KEYS", "old-secret-1"),
+        ({"WC_CHANNEL__SECRET_KEY": "s3cr3t7"}, "WC_CHANNEL__SECRET_KEY", "s3cr3t7"),
+        ({"WC_CHANNEL__API_KEYS": '["s3cr3t7"]'}, "WC_CHANNEL__API_KEYS", "s3cr3t7"),
+    ],
+)
+def test_a_secret_shorter_than_8_characters_in_the_environment_is_an_error(environ, variable, secret):
+    message = config_error(None, {**KNOWN, **environ})
+    assert_names(message, variable, "at least 8 characters")
+    assert secret not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "dotted", "secret"),
+    [
+        ('[channel]\nsecret_key = "s3cr3t7"\n', "channel.secret_key", "s3cr3t7"),
+        ('[channel]\nprevious_secret_keys = ["old-secret-1", "s3cr3t7"]\n', "channel.previous_secret_keys", "s3cr3t7"),
+        ('[channel]\napi_keys = ["good-key-1", "s3cr3t7"]\n', "channel.api_keys", "s3cr3t7"),
+        (
+            '[[channel.keys]]\nname = "ci"\nkey = "s3cr3t7"\nscopes = ["publish"]\n',
+            "channel.keys[0].key",
+            "s3cr3t7",
+        ),
+    ],
+)
+def test_a_secret_shorter_than_8_characters_in_a_file_is_an_error(tmp_path, text, dotted, secret):
+    path = write(tmp_path, text)
+    message = config_error(path, {})
+    assert_names(message, path, dotted, "at least 8 characters")
+    assert secret not in message
+
+
+def test_secrets_of_exactly_8_characters_are_accepted():
+    config = load_config(
+        None,
+        {
+            "WC_CHANNEL__SECRET_KEY": "8-chars!",
+            "WC_CHANNEL__PREVIOUS_SECRET_KEYS": "old-8-ch",
+            "WC_CHANNEL__API_KEYS": "key-8-ch",
+        },
+    )
+    assert config.secret_keys == ("8-chars!", "old-8-ch")
+    assert config.channel.api_keys == ("key-8-ch",)
+
+
+def test_a_json_array_in_the_environment_keeps_commas_inside_keys():
+    config = load_config(None, {**KNOWN, "WC_CHANNEL__API_KEYS": '["a,b-12345", "c-123456"]'})
+    assert config.channel.api_keys == ("a,b-12345", "c-123456")
+
+
+def test_a_json_array_of_previous_secrets_keeps_commas_inside_them():
+    environ = {**KNOWN, "WC_CHANNEL__PREVIOUS_SECRET_KEYS": ' ["old,secret-1", "old-secret-2"] '}
+    assert load_config(None, environ).channel.previous_secret_keys == ("old,secret-1", "old-secret-2")
+
+
+@pytest.mark.parametrize(
+    "text", ['["a,b-12345", "c-1234', '["a,b-12345", 5]', "['single-quoted-key']", '[["nested-key-1"]]', "[not json"]
+)
+def test_a_bad_json_array_in_the_environment_is_an_error_that_hides_the_value(text):
+    message = config_error(None, {**KNOWN, "WC_CHANNEL__API_KEYS": text})
+    assert_names(message, "WC_CHANNEL__API_KEYS", "JSON array of strings")
+    for secret in ("a,b-12345", "single-quoted-key", "nested-key-1", "not json"):
+        assert secret not in message
+
+
 # --- generated secrets ------------------------------------------------------------------------
 
 
@@ -730,9 +803,9 @@ def test_generated_secrets_differ_between_loads():
 
 
 def test_empty_api_key_list_is_generated_too(tmp_path):
-    config = load_config(write(tmp_path, '[channel]\napi_keys = []\nsecret_key = "s"\n'), {})
+    config = load_config(write(tmp_path, '[channel]\napi_keys = []\nsecret_key = "file-secret"\n'), {})
     assert config.generated == ("channel.api_keys",)
-    assert config.channel.secret_key == "s"
+    assert config.channel.secret_key == "file-secret"
 
 
 def test_configured_secrets_are_kept_and_nothing_is_generated():

@@ -87,7 +87,7 @@ def test_comments_blank_lines_export_and_quotes_as_django_environ_reads_them():
         "   \n"
         "  # an indented comment\n"
         "export WC_CHANNEL__TTL=60\n"
-        "WC_CHANNEL__API_KEYS='k1,k2'\n"
+        "WC_CHANNEL__API_KEYS='key-one-1,key-two-2'\n"
         'WC_CHANNEL__SECRET_KEY="with # hash"\n'
         "WC_REDIS__URL=redis://h:1/0 # not a comment\n"
         "OTHER_TOOL=x\n"
@@ -95,7 +95,7 @@ def test_comments_blank_lines_export_and_quotes_as_django_environ_reads_them():
     )
     assert parse_env_file(".env", text) == {
         "WC_CHANNEL__TTL": "61",
-        "WC_CHANNEL__API_KEYS": "k1,k2",
+        "WC_CHANNEL__API_KEYS": "key-one-1,key-two-2",
         "WC_CHANNEL__SECRET_KEY": "with # hash",
         "WC_REDIS__URL": "redis://h:1/0 # not a comment",
         "OTHER_TOOL": "x",
@@ -129,9 +129,9 @@ def dotenv(**values: str) -> EnvFile:
 
 
 def test_file_values_configure_like_environment_variables():
-    config = load_config(None, {}, dotenv(WC_CHANNEL__TTL="60", WC_CHANNEL__API_KEYS="k1,k2"))
+    config = load_config(None, {}, dotenv(WC_CHANNEL__TTL="60", WC_CHANNEL__API_KEYS="key-one-1,key-two-2"))
     assert config.channel.ttl == 60
-    assert config.channel.api_keys == ("k1", "k2")
+    assert config.channel.api_keys == ("key-one-1", "key-two-2")
 
 
 def test_the_process_environment_wins_over_the_file():
