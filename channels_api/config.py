@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .auth import API_KEY_ACTIONS, API_KEYS_LABEL, ApiKey
+from .auth import API_KEY_ACTIONS, API_KEYS_LABEL, ApiKey, KeyRing
 from .envfile import EnvFile
 from .exceptions import ConfigError
 from .logs import ENV_LOG, LogConfig, parse_log_spec, parse_trusted_proxy
@@ -513,6 +513,11 @@ class Config:
         the fixed name ``api_keys``) and the named ``channel.keys``. Built once."""
         every = frozenset(API_KEY_ACTIONS)
         return (*(ApiKey(API_KEYS_LABEL, key, every) for key in self.channel.api_keys), *self.channel.keys)
+
+    @functools.cached_property
+    def keyring(self) -> KeyRing:
+        """The configured API keys, found by key (``x-api-key``) or by name (a token's ``key`` claim)."""
+        return KeyRing(self.api_key_entries)
 
     @property
     def secret_keys(self) -> tuple[str, ...]:

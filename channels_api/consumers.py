@@ -129,7 +129,8 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         try:
             routed = self.scope["url_route"]["kwargs"]["channel_id"]
             channel_id = channel_id_from_url(routed, self.scope.get("raw_path"))
-            authorize(token_from_scope(self.scope), channel_id, "subscribe", settings.WEBCHANNEL.secret_keys)
+            config = settings.WEBCHANNEL
+            authorize(token_from_scope(self.scope), channel_id, "subscribe", config.secret_keys, config.keyring)
         except (InvalidChannelId, TokenError) as exc:
             logger.debug("subscribe refused: %s", exc)
             await self._refuse(exc.refusal)

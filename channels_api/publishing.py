@@ -19,7 +19,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import metrics, presence
-from .auth import SUBSCRIBE_SCOPE, issue_token, narrowed_token
+from .auth import SUBSCRIBE_SCOPE, ApiKey, issue_token, narrowed_token
 from .config import Config
 from .events import relay_message
 from .exceptions import LayerUnavailable, WebchannelError
@@ -35,8 +35,9 @@ class MessageTooLarge(WebchannelError, ValueError):
 
 
 class CreatedChannel(TypedDict):
-    """What creating a channel answers: the id, a token for every action on it, its expiry
-    (ISO 8601, UTC), and a token with the same expiry that may only subscribe (for a browser)."""
+    """What creating a channel answers: the id, a token for every action on it (for a named
+    key: every action the key has), its expiry (ISO 8601, UTC), and a token with the same
+    expiry that may only subscribe (for a browser)."""
 
     channelId: str
     token: str
@@ -49,13 +50,35 @@ def _config() -> Config:
 
 
 def new_channel(channel_id: str | None = None) -> CreatedChannel:
-    """Issue a token for ``channel_id`` (validated), or for a freshly generated id."""
+    """Issue a token for every action on ``channel_id`` (validated), or on a freshly generated id.
+
+    For trusted code (the in-process API): the token is as full as one of ``channel.api_keys``.
+    """
     channel_id = generate_channel_id() if channel_id is None else validate_channel_id(channel_id)
+    return _created(channel_id, None)
+
+
+def new_channel_for_key(key: ApiKey, channel_id: str | None = None) -> CreatedChannel:
+    """What a create authenticated by ``key`` answers, for ``channel_id`` (validated, and allowed
+    to the key by the caller) or for a generated id starting with the key's first prefix.
+
+    The tokens never exceed the key: those of a named key carry its name and, in ``scope``,
+    only the actions its own scopes allow (plus subscribe). Their ``cid`` is within the key's
+    prefixes by construction, so they reach no channel the key itself could not.
+    """
+    if channel_id is None:
+        channel_id = (key.channels[0] if key.channels else "") + generate_channel_id()
+    return _created(validate_channel_id(channel_id), key if key.named else None)
+
+
+def _created(channel_id: str, key: ApiKey | None) -> CreatedChannel:
     config = _config()
-    issued = issue_token(channel_id, config.secret_keys[0], config.channel.ttl)
+    secret = config.secret_keys[0]
+    scope, name = (key.token_scope, key.name) if key is not None else (None, None)
+    issued = issue_token(channel_id, secret, config.channel.ttl, scope=scope, key=name)
     metrics.channels_created.inc()
     expires_at = datetime.fromtimestamp(issued.expires_at, UTC).isoformat().replace("+00:00", "Z")
-    subscribe_token = narrowed_token(issued.token, config.secret_keys[0], SUBSCRIBE_SCOPE)
+    subscribe_token = narrowed_token(issued.token, secret, SUBSCRIBE_SCOPE)
     return {"channelId": channel_id, "token": issued.token, "expiresAt": expires_at, "subscribeToken": subscribe_token}
 
 

@@ -186,7 +186,9 @@ class EventStream:
         try:
             raw = self.scope.get("raw_path")
             channel_id = channel_id_from_url(routed, raw and raw.partition(b"?")[0])
-            authorize(consumers.token_from_scope(self.scope), channel_id, "subscribe", settings.WEBCHANNEL.secret_keys)
+            config = settings.WEBCHANNEL
+            token = consumers.token_from_scope(self.scope)
+            authorize(token, channel_id, "subscribe", config.secret_keys, config.keyring)
         except InvalidChannelId as exc:
             metrics.websocket_refused.labels(reason=exc.refusal.value).inc()
             raise _Refusal(HTTPStatus.BAD_REQUEST, str(exc)) from None

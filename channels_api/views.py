@@ -16,21 +16,21 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import metrics, presence
-from .auth import (
-    ApiKey,
-    authorize,
-    bearer_token,
-    credentials_match,
-    find_api_key,
-)
+from .auth import ApiKey, bearer_token, credentials_match, verify_grant
 from .config import Config
 from .events import relay_close
 from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, ScopeDenied, WrongChannel
 from .layers import layer_outage, readiness
 from .logs import note_api_key
-from .names import channel_id_from_url, generate_channel_id, group_name, validate_channel_id
+from .names import channel_id_from_url, group_name, validate_channel_id
 from .problems import api_view
-from .publishing import PUBLISH_TIMEOUT_SECONDS, MessageTooLarge, check_message_size, new_channel, send_to_channel
+from .publishing import (
+    PUBLISH_TIMEOUT_SECONDS,
+    MessageTooLarge,
+    check_message_size,
+    new_channel_for_key,
+    send_to_channel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +42,36 @@ def _config() -> Config:
     return settings.WEBCHANNEL  # type: ignore[no-any-return]
 
 
-def _require_api_key(request: HttpRequest, action: str = "create") -> None:
+def _authenticated_key(request: HttpRequest) -> ApiKey:
+    """The API key of the request's ``x-api-key`` (401 without one or for an unknown one)."""
     presented = request.headers.get("x-api-key")
     if not presented:
         raise Problem(HTTPStatus.UNAUTHORIZED, "an x-api-key header is required", headers=_API_KEY_CHALLENGE)
-    entry = find_api_key(presented, _config().api_key_entries)
+    entry = _config().keyring.find(presented)
     if entry is None:
         raise _key_not_accepted()
-    _check_key_scope(entry, action)
+    note_api_key(entry.name)  # the key authenticated the request: its name goes to the access log
+    return entry
 
 
-def _check_key_scope(entry: ApiKey, action: str) -> None:
-    """The key authenticated the request (its name goes to the access log): may it do ``action``?"""
-    note_api_key(entry.name)
+MAX_SHOWN_ID_LENGTH = 64
+"""Longer channel ids are cut in error messages: a client's id is echoed, but not unbounded."""
+
+
+def _shown_id(channel_id: str) -> str:
+    if len(channel_id) <= MAX_SHOWN_ID_LENGTH:
+        return repr(channel_id)
+    return f"{channel_id[:MAX_SHOWN_ID_LENGTH]!r}... ({len(channel_id)} characters)"
+
+
+def _authorize_key(entry: ApiKey, action: str, channel_id: str | None) -> None:
+    """The one rule for an API key on every route: may ``entry`` do ``action`` on ``channel_id``?
+    403 without the scope, or for an id outside the key's prefixes; ``channel_id`` is None for
+    a create that lets the key's first prefix start the generated id."""
     if action not in entry.scopes:
         raise Problem(HTTPStatus.FORBIDDEN, f"this API key lacks the {action!r} scope")
+    if channel_id is not None and not entry.allows_channel(channel_id):
+        raise Problem(HTTPStatus.FORBIDDEN, f"this API key may not use channel {_shown_id(channel_id)}")
     metrics.api_requests.labels(key=entry.name, action=action).inc()
 
 
@@ -64,10 +79,10 @@ def _key_not_accepted() -> Problem:
     return Problem(HTTPStatus.UNAUTHORIZED, "the x-api-key was not accepted", headers=_API_KEY_CHALLENGE)
 
 
-def _requested_channel_id(body: bytes) -> str:
-    """The id asked for in a create body (empty, ``{}`` or ``{"channelId": "..."}``), or a new one."""
+def _requested_channel_id(body: bytes) -> str | None:
+    """The id asked for in a create body (empty, ``{}`` or ``{"channelId": "..."}``), or None."""
     if not body.strip():
-        return generate_channel_id()
+        return None
     try:
         # JSON between systems is UTF-8 (RFC 8259); json.loads would also guess UTF-16/32.
         document = json.loads(body.decode("utf-8"))
@@ -79,7 +94,7 @@ def _requested_channel_id(body: bytes) -> str:
     if unknown:
         raise Problem(HTTPStatus.BAD_REQUEST, f"unknown field {unknown[0]!r}; only channelId is accepted")
     if "channelId" not in document:
-        return generate_channel_id()
+        return None
     channel_id = document["channelId"]
     if not isinstance(channel_id, str):
         raise Problem(HTTPStatus.BAD_REQUEST, "channelId must be a string")
@@ -91,10 +106,11 @@ def _requested_channel_id(body: bytes) -> str:
 
 @api_view("POST")
 async def create_channel(request: HttpRequest) -> HttpResponse:
-    """Issue a token for a new (or the requested) channel id."""
-    _require_api_key(request)
+    """Issue tokens for the requested channel id, or for a new one (within the key's prefixes)."""
+    entry = _authenticated_key(request)
     channel_id = _requested_channel_id(request.body)
-    return JsonResponse(new_channel(channel_id))  # its subscribeToken too
+    _authorize_key(entry, "create", channel_id)
+    return JsonResponse(new_channel_for_key(entry, channel_id))  # its subscribeToken too
 
 
 def _path_channel_id(request: HttpRequest, channel_id: str) -> str:
@@ -105,16 +121,17 @@ def _path_channel_id(request: HttpRequest, channel_id: str) -> str:
 
 
 def _require_publisher(request: HttpRequest, channel_id: str, action: str = "publish") -> None:
-    """Accept an API key with the scope ``action``, or a Bearer token for this very channel that allows it.
+    """Accept an API key, or a Bearer token for this very channel, that may do ``action`` on it.
 
     ``action`` is ``publish``, ``info`` or ``close``. When a valid API key is presented it
-    decides (403 without the scope), whatever else the request carries.
+    decides (403 without the scope or outside its prefixes), whatever else the request carries.
+    A token minted by a named key puts that key's name in the access log, as the key would.
     """
     config = _config()
     key = request.headers.get("x-api-key")
-    entry = find_api_key(key, config.api_key_entries) if key else None
-    if entry is not None:
-        _check_key_scope(entry, action)
+    if key and (entry := config.keyring.find(key)) is not None:
+        note_api_key(entry.name)
+        _authorize_key(entry, action, channel_id)
         return
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
@@ -126,7 +143,10 @@ def _require_publisher(request: HttpRequest, channel_id: str, action: str = "pub
             headers=_BEARER_CHALLENGE,
         )
     try:
-        authorize(token, channel_id, action, config.secret_keys)
+        grant = verify_grant(token, config.secret_keys, config.keyring)
+        if grant.key_name is not None:
+            note_api_key(grant.key_name)
+        grant.check(channel_id, action)
     except (WrongChannel, ScopeDenied) as exc:
         raise Problem(HTTPStatus.FORBIDDEN, str(exc)) from None
     except InvalidToken as exc:
