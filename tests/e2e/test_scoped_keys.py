@@ -130,8 +130,10 @@ def test_access_log_names_the_key_never_the_key_itself(keyed_server):
 
 
 def test_a_token_request_after_a_key_request_on_one_connection_names_no_key(keyed_server):
-    """The key's name belongs to its request: a keep-alive connection's next request does not inherit it."""
-    created = create(keyed_server, CREATOR_KEY).json()
+    """The key's name belongs to its request: a keep-alive connection's next request does not inherit it.
+
+    The token is one of the plain list's keys, which carries no key name of its own."""
+    created = create(keyed_server, API_KEY).json()
     path = channel_url("", created["channelId"])
     with httpx.Client(timeout=timeout(10)) as client:
         url = f"{keyed_server.url}{path}"
