@@ -33,11 +33,12 @@ from django.conf import settings
 from django_prometheus.middleware import Metrics
 
 from . import consumers, metrics, presence
-from .auth import authorize
+from .auth import verify_grant
 from .delivery_lag import delivery_lag
 from .events import RefusalReason
 from .exceptions import InvalidChannelId, ScopeDenied, TokenError
 from .layers import layer_outage
+from .logs import note_api_key
 from .names import channel_id_from_url, group_name
 from .problems import PROBLEM_CONTENT_TYPE, problem_body
 
@@ -187,8 +188,10 @@ class EventStream:
             raw = self.scope.get("raw_path")
             channel_id = channel_id_from_url(routed, raw and raw.partition(b"?")[0])
             config = settings.WEBCHANNEL
-            token = consumers.token_from_scope(self.scope)
-            authorize(token, channel_id, "subscribe", config.secret_keys, config.keyring)
+            grant = verify_grant(consumers.token_from_scope(self.scope), config.secret_keys, config.keyring)
+            if grant.key_name is not None:
+                note_api_key(grant.key_name)  # as for any HTTP request a named key's token authenticates
+            grant.check(channel_id, "subscribe")
         except InvalidChannelId as exc:
             metrics.websocket_refused.labels(reason=exc.refusal.value).inc()
             raise _Refusal(HTTPStatus.BAD_REQUEST, str(exc)) from None

@@ -226,6 +226,27 @@ def test_a_request_with_a_named_keys_token_logs_the_key_name(keyed_server):
         assert secret not in output
 
 
+def test_an_event_stream_of_a_named_keys_token_logs_the_key_name(keyed_server):
+    minted = created(keyed_server, CREATOR_KEY, "logged-stream")
+    url = channel_url(keyed_server.url, "logged-stream") + "/events"
+    headers = {"accept": "text/event-stream", **bearer(minted["subscribeToken"])}
+    with httpx.stream("GET", url, headers=headers, timeout=timeout(10)) as stream:
+        assert stream.status_code == 200
+        # The channel's close ends the stream, and with it the request and its access-log line.
+        assert call(keyed_server, "DELETE", "logged-stream", {"x-api-key": API_KEY}).status_code == 204
+        for _ in stream.iter_bytes():
+            pass
+    path = channel_url("", "logged-stream") + "/events"
+
+    def stream_line() -> str | None:
+        lines = [line for line in non_empty_lines(keyed_server.output()) if f'"GET {path}"' in line]
+        return lines[0] if lines else None
+
+    line = wait_for(stream_line, 10, "the event stream's access-log line")
+    assert line.endswith(" key=creator"), line
+    assert minted["subscribeToken"] not in keyed_server.output()
+
+
 # --- removing a key retires its tokens ------------------------------------------------------------
 
 
