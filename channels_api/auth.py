@@ -180,17 +180,17 @@ def verify_grant(token: str | None, secrets: Sequence[str], keys: KeyRing | None
     """
     if not token or len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("missing or oversized token")
-    claims, allowed = _decode_verified(token, tuple(secrets))
+    grant = _decode_verified(token, tuple(secrets))
     # A cached token was valid when first seen; its expiry still has to be checked each time.
-    if int(claims["exp"]) + LEEWAY_SECONDS < time.time():
+    if int(grant.claims["exp"]) + LEEWAY_SECONDS < time.time():
         raise ExpiredToken("token expired")
-    name = claims.get("key")
+    name = grant.claims.get("key")
     if name is None:
-        return Grant(claims, allowed)
+        return grant
     key = keys.live(name) if keys is not None else None
     if key is None:
         raise InvalidToken("the API key that issued this token is no longer configured")
-    return Grant(claims, allowed, key)
+    return Grant(grant.claims, grant.actions, key)
 
 
 def verify_token(token: str, channel_id: str, secrets: Sequence[str], keys: KeyRing | None = None) -> dict[str, Any]:
@@ -230,9 +230,10 @@ def authorize(
 
 
 @functools.lru_cache(maxsize=4096)
-def _decode_verified(token: str, secrets: tuple[str, ...]) -> tuple[dict[str, Any], frozenset[str]]:
+def _decode_verified(token: str, secrets: tuple[str, ...]) -> Grant:
     """PyJWT's full verification and the claims' checks, once per token: publishers reuse
-    a token for many messages. Returns the claims and the actions the token allows.
+    a token for many messages. Returns the claims and the actions the token allows (the
+    key, if the token names one, is looked up by the caller each time).
 
     Only successes are cached (exceptions are not), and callers must not mutate the claims.
     """
@@ -244,7 +245,7 @@ def _decode_verified(token: str, secrets: tuple[str, ...]) -> tuple[dict[str, An
     allowed = _scope_actions(claims.get("scope"))
     if allowed is None:
         raise InvalidToken("token has an unknown scope")
-    return claims, allowed
+    return Grant(claims, allowed)
 
 
 def _signed_claims(token: str, secrets: tuple[str, ...]) -> dict[str, Any]:
