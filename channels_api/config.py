@@ -438,7 +438,8 @@ class ChannelConfig:
         "access-log lines and the key label of webchannel_api_requests_total), key, scopes (any of "
         "create, publish, info, close), optionally channels (channel-id prefixes the key and its "
         "tokens are limited to) and max_publish_rate (messages per second, across all processes). "
-        "In the environment: a JSON array of such objects.",
+        "The tokens a named key creates may subscribe and do only what the key may, and stop working "
+        "when it is removed. In the environment: a JSON array of such objects.",
         check=_named_keys,
         secret=True,
     )
