@@ -24,6 +24,7 @@ import asyncio
 import base64
 import logging
 import re
+import time
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -35,7 +36,7 @@ from django_prometheus.middleware import Metrics
 from . import consumers, metrics, presence
 from .auth import authorize
 from .delivery_lag import delivery_lag
-from .events import RefusalReason
+from .events import CloseCode, RefusalReason
 from .exceptions import InvalidChannelId, ScopeDenied, TokenError
 from .layers import layer_outage
 from .names import channel_id_from_url, group_name
@@ -56,6 +57,8 @@ STREAM_HEADERS = [
 OPENING = b": stream open\n\n"
 """The first bytes: they carry the headers out at once, before any message."""
 KEEPALIVE = b": keepalive\n\n"
+EXPIRED = b"event: expired\ndata: token expired\n\n"
+"""The last event of a stream whose token reached its ``exp``."""
 RETRY_AFTER_SECONDS = 5
 
 
@@ -153,6 +156,7 @@ class EventStream:
         self.disconnected = False
         self.listening = False
         self.status = 0
+        self.expires_at = 0.0
 
     async def run(self, routed: str) -> None:
         """Refuse with problem+json, or stream until the client, the channel or the server ends it."""
@@ -186,7 +190,9 @@ class EventStream:
         try:
             raw = self.scope.get("raw_path")
             channel_id = channel_id_from_url(routed, raw and raw.partition(b"?")[0])
-            authorize(consumers.token_from_scope(self.scope), channel_id, "subscribe", settings.WEBCHANNEL.secret_keys)
+            claims = authorize(
+                consumers.token_from_scope(self.scope), channel_id, "subscribe", settings.WEBCHANNEL.secret_keys
+            )
         except InvalidChannelId as exc:
             metrics.websocket_refused.labels(reason=exc.refusal.value).inc()
             raise _Refusal(HTTPStatus.BAD_REQUEST, str(exc)) from None
@@ -197,6 +203,7 @@ class EventStream:
             raise _Refusal(HTTPStatus.UNAUTHORIZED, str(exc), [(b"www-authenticate", b"Bearer")]) from None
         except ScopeDenied as exc:
             raise _Refusal(HTTPStatus.FORBIDDEN, str(exc)) from None
+        self.expires_at = float(claims["exp"])
         return channel_id
 
     async def _join(self, group: str) -> bool:
@@ -227,6 +234,7 @@ class EventStream:
             asyncio.create_task(self._relay()),
             asyncio.create_task(self._keepalive(settings.WEBCHANNEL.server.ping_interval)),
             asyncio.create_task(self._until_disconnect()),
+            asyncio.create_task(self._until_expired()),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -271,6 +279,13 @@ class EventStream:
         while True:
             await asyncio.sleep(interval)
             await self._write(KEEPALIVE)
+
+    async def _until_expired(self) -> None:
+        """At the token's ``exp``, an ``expired`` event ends the stream: a subscription lasts no
+        longer than its token (the page opens a new EventSource with a fresh one)."""
+        await asyncio.sleep(max(0.0, self.expires_at - time.time()))
+        await self._write(EXPIRED)
+        metrics.websocket_closed.labels(code=CloseCode.TOKEN_EXPIRED.label).inc()
 
     async def _until_disconnect(self) -> None:
         """Return once the client went away, the server dropped a stalled reader, or a drain ended the stream."""
