@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -80,6 +81,14 @@ _open_sockets = 0
 """Subscriber sockets open in this process (``server.max_connections`` caps it)."""
 
 
+def expire_at(claims: dict[str, Any], expired: Callable[[], None]) -> asyncio.TimerHandle:
+    """Call ``expired`` on the running loop when the token whose ``claims`` these are reaches its
+    ``exp`` (at once if it has, within the verification's leeway): a subscription lasts no longer
+    than the token that opened it."""
+    delay = max(0.0, float(claims["exp"]) - time.time())
+    return asyncio.get_running_loop().call_later(delay, expired)
+
+
 class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """Relays every message published to a channel as one binary frame with exactly its bytes
     (with ``?frames=text``, a valid UTF-8 payload as a text frame: the same bytes).
@@ -104,6 +113,10 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     channel_name = ""
     closing = False
     relay: asyncio.Task[None] | None = None
+    expiry: asyncio.TimerHandle | None = None
+    """Closes the socket with 4005 when the token's ``exp`` passes..."""
+    expiring: asyncio.Future[None] | None = None
+    """...through this task."""
     listening = False
     """Counted among the channel's subscribers (:mod:`.presence`)."""
     text_frames = False
@@ -130,7 +143,9 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             routed = self.scope["url_route"]["kwargs"]["channel_id"]
             channel_id = channel_id_from_url(routed, self.scope.get("raw_path"))
             config = settings.WEBCHANNEL
-            authorize(token_from_scope(self.scope), channel_id, "subscribe", config.secret_keys, config.keyring)
+            claims = authorize(
+                token_from_scope(self.scope), channel_id, "subscribe", config.secret_keys, config.keyring
+            )
         except (InvalidChannelId, TokenError) as exc:
             logger.debug("subscribe refused: %s", exc)
             await self._refuse(exc.refusal)
@@ -162,6 +177,11 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         presence.joined(self.group)  # counted once it receives the channel's messages
         self.listening = True
         self.relay = asyncio.create_task(self._relay())
+        self.expiry = expire_at(claims, self._token_expired)
+
+    def _token_expired(self) -> None:
+        self.expiry = None
+        self.expiring = asyncio.ensure_future(self._close(CloseCode.TOKEN_EXPIRED))
 
     def _subprotocol(self) -> str | None:
         """``webchannel`` when the client offered it (a browser passing its token as a
@@ -215,6 +235,9 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         raise StopConsumer()
 
     async def _leave(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
         if self.relay is not None:
             self.relay.cancel()  # the layer forgets the channel when its receive is cancelled
             self.relay = None

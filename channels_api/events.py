@@ -78,6 +78,8 @@ class CloseCode(IntEnum):
     """The server is shutting down or restarting: reconnect (with backoff)."""
     DATA_FROM_CLIENT = 4003
     """The client sent a data frame; subscriber sockets are receive-only (cf. 1003)."""
+    TOKEN_EXPIRED = 4005
+    """The subscriber's token reached its ``exp``: fetch a fresh token and reconnect."""
     TOO_SLOW = 4008
     """The subscriber fell more than ``server.max_backlog_bytes`` behind (cf. 1008)."""
     INTERNAL_ERROR = 4011

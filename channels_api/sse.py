@@ -24,6 +24,7 @@ import asyncio
 import base64
 import logging
 import re
+import time
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
@@ -35,7 +36,7 @@ from django_prometheus.middleware import Metrics
 from . import consumers, metrics, presence
 from .auth import verify_grant
 from .delivery_lag import delivery_lag
-from .events import RefusalReason
+from .events import CloseCode, RefusalReason
 from .exceptions import InvalidChannelId, ScopeDenied, TokenError
 from .layers import layer_outage
 from .logs import note_api_key
@@ -57,6 +58,8 @@ STREAM_HEADERS = [
 OPENING = b": stream open\n\n"
 """The first bytes: they carry the headers out at once, before any message."""
 KEEPALIVE = b": keepalive\n\n"
+EXPIRED = b"event: expired\ndata: token expired\n\n"
+"""The last event of a stream whose token reached its ``exp``."""
 RETRY_AFTER_SECONDS = 5
 
 
@@ -154,6 +157,7 @@ class EventStream:
         self.disconnected = False
         self.listening = False
         self.status = 0
+        self.expires_at = 0.0
 
     async def run(self, routed: str) -> None:
         """Refuse with problem+json, or stream until the client, the channel or the server ends it."""
@@ -202,6 +206,7 @@ class EventStream:
             raise _Refusal(HTTPStatus.UNAUTHORIZED, str(exc), [(b"www-authenticate", b"Bearer")]) from None
         except ScopeDenied as exc:
             raise _Refusal(HTTPStatus.FORBIDDEN, str(exc)) from None
+        self.expires_at = float(grant.claims["exp"])
         return channel_id
 
     async def _join(self, group: str) -> bool:
@@ -232,6 +237,7 @@ class EventStream:
             asyncio.create_task(self._relay()),
             asyncio.create_task(self._keepalive(settings.WEBCHANNEL.server.ping_interval)),
             asyncio.create_task(self._until_disconnect()),
+            asyncio.create_task(self._until_expired()),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -276,6 +282,13 @@ class EventStream:
         while True:
             await asyncio.sleep(interval)
             await self._write(KEEPALIVE)
+
+    async def _until_expired(self) -> None:
+        """At the token's ``exp``, an ``expired`` event ends the stream: a subscription lasts no
+        longer than its token (the page opens a new EventSource with a fresh one)."""
+        await asyncio.sleep(max(0.0, self.expires_at - time.time()))
+        await self._write(EXPIRED)
+        metrics.websocket_closed.labels(code=CloseCode.TOKEN_EXPIRED.label).inc()
 
     async def _until_disconnect(self) -> None:
         """Return once the client went away, the server dropped a stalled reader, or a drain ended the stream."""

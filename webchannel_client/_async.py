@@ -10,7 +10,7 @@ import httpx
 from . import _common
 from .errors import error_from_transport
 from .models import Channel
-from .subscription import Subscription
+from .subscription import Subscription, TokenSource
 
 
 class AsyncClient:
@@ -68,15 +68,24 @@ class AsyncClient:
         response = _common.checked(await self._send(_common.close_call(self.api_key, channel_id, final)))
         return _common.subscribers(response) or 0
 
-    def subscribe(self, channel_id: str, token: str) -> Subscription:
+    def subscribe(self, channel_id: str, token: str, *, get_token: TokenSource | None = None) -> Subscription:
         """The channel's messages as an async iterator of ``bytes``.
 
         ``async with client.subscribe(cid, token) as messages:`` connects on entry (so a
         publish after it is received) and closes on exit; ``async for m in
         client.subscribe(cid, token)`` connects on first use. Iteration ends when the channel
-        is closed (close code 4000); any other close raises :class:`WebchannelError`.
+        is closed (close code 4000); any other close raises :class:`WebchannelError`, except
+        that with ``get_token`` (a function or coroutine function returning a fresh token) a
+        token that expired (close 4005) is replaced and the subscription reconnects.
         """
-        return Subscription(_common.websocket_url(self._http.base_url, channel_id), token, self.timeout)
+        url = _common.websocket_url(self._http.base_url, channel_id)
+        return Subscription(url, token, self.timeout, get_token)
+
+    async def renew(self, channel: Channel | str) -> Channel:
+        """Fresh tokens for an existing channel (a create with its id, by the API key): for a
+        task that outlives ``channel.ttl`` and publishes with the channel's token."""
+        channel_id = channel.channel_id if isinstance(channel, Channel) else channel
+        return await self.create_channel(channel_id)
 
     async def _send(self, call: _common.Call) -> httpx.Response:
         """Send ``call``; again after a 503 or a failure to connect, at most ``retries`` times."""

@@ -47,6 +47,12 @@ class Client:
         """Create a channel (a random id unless ``channel_id`` is given) and return its tokens."""
         return _common.channel_from(self._send(_common.create_call(self.api_key, channel_id)))
 
+    def renew(self, channel: Channel | str) -> Channel:
+        """Fresh tokens for an existing channel (a create with its id, by the API key): for a
+        task that outlives ``channel.ttl`` and publishes with the channel's token."""
+        channel_id = channel.channel_id if isinstance(channel, Channel) else channel
+        return self.create_channel(channel_id)
+
     def publish(
         self,
         channel_id: str,

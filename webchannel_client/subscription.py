@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -13,15 +15,25 @@ CHANNEL_CLOSED = 4000
 """The close code of a channel closed by its publisher: the end of the stream, not an error."""
 
 CLEAN_CLOSES = frozenset({1000, CHANNEL_CLOSED})
+TOKEN_EXPIRED = 4005
+"""The server closes a subscription when its token reaches its ``exp``."""
+
+TokenSource = Callable[[], str | Awaitable[str]]
+"""Gives a fresh token for the channel (a function or a coroutine function)."""
 
 
 class Subscription:
-    """Receive every message of a channel; the token travels in ``Authorization``, not in the URL."""
+    """Receive every message of a channel; the token travels in ``Authorization``, not in the URL.
 
-    def __init__(self, url: str, token: str, timeout: float) -> None:
+    With ``get_token``, a subscription whose token expired (close 4005) fetches a fresh token
+    and reconnects by itself; without it, that close raises like any other.
+    """
+
+    def __init__(self, url: str, token: str, timeout: float, get_token: TokenSource | None = None) -> None:
         self.url = url
         self._token = token
         self._timeout = timeout
+        self._get_token = get_token
         self._ws: ClientConnection | None = None
         self._done = False
 
@@ -65,16 +77,28 @@ class Subscription:
         return self
 
     async def __anext__(self) -> bytes:
-        if self._done:
-            raise StopAsyncIteration
-        await self.connect()
-        assert self._ws is not None
-        try:
-            message = await self._ws.recv()
-        except ConnectionClosed as exc:
-            self._end(exc)
-            raise StopAsyncIteration from None
-        return message.encode() if isinstance(message, str) else message
+        while True:
+            if self._done:
+                raise StopAsyncIteration
+            await self.connect()
+            assert self._ws is not None
+            try:
+                message = await self._ws.recv()
+            except ConnectionClosed as exc:
+                if await self._renewed(exc):
+                    continue
+                self._end(exc)
+                raise StopAsyncIteration from None
+            return message.encode() if isinstance(message, str) else message
+
+    async def _renewed(self, exc: ConnectionClosed) -> bool:
+        """After a 4005 close, with ``get_token``: a fresh token is in place for the next connect."""
+        if self._done or self._get_token is None or exc.rcvd is None or exc.rcvd.code != TOKEN_EXPIRED:
+            return False
+        token = self._get_token()
+        self._token = await token if inspect.isawaitable(token) else token
+        self._ws = None
+        return True
 
     def _end(self, exc: ConnectionClosed) -> None:
         """Return on a clean end (channel closed, normal closure, or closed by us); raise on any other close."""

@@ -13,14 +13,17 @@
  * Close codes: 4000 (channel closed) and 4003 (the client sent data) stop it; any other
  * close (1006 dropped, 1012 server restart, 4008 too slow, 4013 Redis unavailable, ...)
  * reconnects after a jittered exponential backoff. A refused handshake (an invalid or
- * expired token; browsers only see 1006 before "open") and a token whose `exp` has passed
- * make it ask the page for a fresh token before the next attempt.
+ * expired token; browsers only see 1006 before "open"), a close with 4005 (the token
+ * reached its `exp`) and a token whose `exp` has passed make it ask the page for a fresh
+ * token before the next attempt.
  *
  * @module webchannel
  */
 
 /** Close codes after which reconnecting cannot help. */
 const STOP_CODES = new Set([4000, 4003]);
+/** The server closed the socket because its token expired: reconnect with a fresh one. */
+const TOKEN_EXPIRED = 4005;
 const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 30000;
 /** A connection open this long counts as healthy: the backoff starts again from the first delay. */
@@ -122,8 +125,8 @@ export function subscribe(url, { getToken, onMessage, onStatus = () => {}, frame
       socket = null;
       if (stopped) return;
       if (STOP_CODES.has(code)) return stop({ code, reason });
-      if (!openedAt) token = null; // refused before open: the token may be the reason
-      else if (Date.now() - openedAt >= STABLE_MS) failures = 0;
+      if (!openedAt || code === TOKEN_EXPIRED) token = null; // refused before open: the token may be the reason
+      if (openedAt && Date.now() - openedAt >= STABLE_MS) failures = 0;
       retry({ code, reason });
     };
   }

@@ -297,23 +297,49 @@ async def test_page_reconnects_by_itself_after_a_server_restart(browser, restart
 
 @pytest.mark.slow
 @pytest.mark.browser
+async def test_a_socket_closed_at_its_tokens_expiry_reconnects_with_a_fresh_token(browser, shared_server):
+    channel_id = "expiring"
+    short = issue_token(channel_id, SECRET_KEY, ttl=2)
+    fresh = issue_token(channel_id, SECRET_KEY, ttl=600)
+    await browser.subscribe(shared_server.url, channel_ws_url(shared_server, channel_id), [short.token, fresh.token])
+    await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
+    await browser.wait(
+        "window.__statuses.filter((s) => s.state === 'open').length === 2", "the reconnect after 4005", seconds=15
+    )
+    statuses = await browser.evaluate("window.__statuses")
+    closes = [s for s in statuses if s["state"] == "reconnecting"]
+    assert [(s["code"], s["reason"]) for s in closes] == [(4005, "token expired")], statuses
+    assert time.time() >= short.expires_at, "closed no earlier than the token's exp"
+    assert await browser.evaluate("window.__tokenCalls") == 2
+    protocols = await browser.evaluate("window.__sockets.map((s) => s.protocols[1])")
+    assert protocols == [f"webchannel.bearer.{short.token}", f"webchannel.bearer.{fresh.token}"]
+    await publish(shared_server, channel_id, fresh.token, "with the fresh token")
+    await browser.wait("window.__messages.length === 1", "a message on the reconnected socket")
+    assert browser.errors == []
+
+
+@pytest.mark.slow
+@pytest.mark.browser
 async def test_an_expired_token_is_replaced_through_get_token_before_reconnecting(browser, restartable):
+    """A token whose exp passed while the page was away (no 4005 reached it) is not offered again."""
     server = restartable.server
     channel_id = "expiring"
-    short = issue_token(channel_id, SECRET_KEY, ttl=1)
+    long = issue_token(channel_id, SECRET_KEY, ttl=600)
     fresh = issue_token(channel_id, SECRET_KEY, ttl=600)
-    await browser.subscribe(server.url, channel_ws_url(server, channel_id), [short.token, fresh.token])
+    await browser.subscribe(server.url, channel_ws_url(server, channel_id), [long.token, fresh.token])
     await browser.wait("window.__statuses.some((s) => s.state === 'open')", "the subscription to open")
-    await browser.wait(f"Date.now() / 1000 > {short.expires_at}", "the first token to expire")
-    # The server still accepts the short token for a few seconds (clock leeway), so only the
-    # module reading its exp explains why no attempt after the restart offers it.
-    assert time.time() < short.expires_at + 4
+    # The page's clock says the token is past its exp (the server's does not): only the module
+    # reading exp explains why the attempt after the restart asks for a fresh one.
+    await browser.evaluate(
+        f"(() => {{ const skew = {long.expires_at + 1} * 1000 - Date.now(); "
+        "const now = Date.now; Date.now = () => now() + skew; }})()"
+    )
 
     server = restartable.restart()
     await browser.wait("window.__statuses.filter((s) => s.state === 'open').length === 2", "a reconnect", seconds=30)
     assert await browser.evaluate("window.__tokenCalls") >= 2
     protocols = await browser.evaluate("window.__sockets.map((s) => s.protocols[1])")
-    assert protocols[0] == f"webchannel.bearer.{short.token}"
+    assert protocols[0] == f"webchannel.bearer.{long.token}"
     assert set(protocols[1:]) == {f"webchannel.bearer.{fresh.token}"}, protocols
     await publish(server, channel_id, fresh.token, "with the fresh token")
     await browser.wait("window.__messages.length === 1", "a message on the reconnected socket")
