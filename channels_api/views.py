@@ -108,6 +108,8 @@ def _requested_channel_id(body: bytes) -> str | None:
 async def create_channel(request: HttpRequest) -> HttpResponse:
     """Issue tokens for the requested channel id, or for a new one (within the key's prefixes)."""
     entry = _authenticated_key(request)
+    if "create" not in entry.scopes:  # refused before the body is looked at
+        _authorize_key(entry, "create", None)
     channel_id = _requested_channel_id(request.body)
     _authorize_key(entry, "create", channel_id)
     return JsonResponse(new_channel_for_key(entry, channel_id))  # its subscribeToken too
