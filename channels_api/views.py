@@ -138,8 +138,10 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     """Relay the request body, unchanged, to every subscriber of the channel."""
     channel_id = _path_channel_id(request, channel_id)
     _require_publisher(request, channel_id)
-    body = request.body
     wait = _wait_seconds(request)
+    if wait is not None and presence.presence.waiting >= _config().server.max_waiting_publishes:
+        raise Problem(HTTPStatus.TOO_MANY_REQUESTS, _TOO_MANY_WAITING, headers=_RETRY_SOON)
+    body = request.body
     group = group_name(channel_id)
     found = 0 if wait is None else await presence.wait_for_listener(group, wait)
     subscribers = max(found, presence.count(group))  # a dict lookup: other processes' counts are cached
@@ -154,6 +156,8 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
 
 SUBSCRIBERS_HEADER = "Webchannel-Subscribers"
 MAX_WAIT_SECONDS = 30.0
+_TOO_MANY_WAITING = "too many publishes are waiting for a subscriber in this process; retry shortly"
+_RETRY_SOON = {"Retry-After": "1"}
 _WAIT_VALUE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
