@@ -423,12 +423,9 @@ def _redis_target() -> RedisTarget | None:
     """The first Redis host entry and ``redis.prefix``, or None with the in-process layer."""
     from django.conf import settings
 
-    from .redis_hosts import layer_hosts
+    from .redis_hosts import first_server
 
-    redis = settings.WEBCHANNEL.redis
-    if not redis.enabled:
-        return None
-    return layer_hosts(redis)[0], redis.prefix
+    return first_server(settings.WEBCHANNEL.redis)
 
 
 def _client(host: dict[str, Any]) -> Any:
