@@ -25,12 +25,21 @@ from .auth import (
 )
 from .config import Config
 from .events import relay_close
-from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, ScopeDenied, WrongChannel
+from .exceptions import (
+    InvalidChannelId,
+    InvalidToken,
+    LayerUnavailable,
+    Problem,
+    RateLimited,
+    ScopeDenied,
+    WrongChannel,
+)
 from .layers import layer_outage, readiness
 from .logs import note_api_key
 from .names import channel_id_from_url, generate_channel_id, group_name, validate_channel_id
 from .problems import api_view
 from .publishing import PUBLISH_TIMEOUT_SECONDS, MessageTooLarge, check_message_size, new_channel, send_to_channel
+from .rates import publish_rates
 
 logger = logging.getLogger(__name__)
 
@@ -104,18 +113,19 @@ def _path_channel_id(request: HttpRequest, channel_id: str) -> str:
         raise Problem(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
 
-def _require_publisher(request: HttpRequest, channel_id: str, action: str = "publish") -> None:
+def _require_publisher(request: HttpRequest, channel_id: str, action: str = "publish") -> str | None:
     """Accept an API key with the scope ``action``, or a Bearer token for this very channel that allows it.
 
     ``action`` is ``publish``, ``info`` or ``close``. When a valid API key is presented it
-    decides (403 without the scope), whatever else the request carries.
+    decides (403 without the scope), whatever else the request carries. Returns the name of the
+    API key, or of the key that minted the token (its ``key`` claim), if any.
     """
     config = _config()
     key = request.headers.get("x-api-key")
     entry = find_api_key(key, config.api_key_entries) if key else None
     if entry is not None:
         _check_key_scope(entry, action)
-        return
+        return entry.name
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         if key:
@@ -126,21 +136,25 @@ def _require_publisher(request: HttpRequest, channel_id: str, action: str = "pub
             headers=_BEARER_CHALLENGE,
         )
     try:
-        authorize(token, channel_id, action, config.secret_keys)
+        claims = authorize(token, channel_id, action, config.secret_keys)
     except (WrongChannel, ScopeDenied) as exc:
         raise Problem(HTTPStatus.FORBIDDEN, str(exc)) from None
     except InvalidToken as exc:
         raise Problem(HTTPStatus.UNAUTHORIZED, str(exc), headers=_BEARER_CHALLENGE) from None
+    name = claims.get("key")
+    return name if isinstance(name, str) else None
 
 
 @api_view("POST")
 async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     """Relay the request body, unchanged, to every subscriber of the channel."""
     channel_id = _path_channel_id(request, channel_id)
-    _require_publisher(request, channel_id)
+    key_name = _require_publisher(request, channel_id)
     wait = _wait_seconds(request)
     if wait is not None and presence.presence.waiting >= _config().server.max_waiting_publishes:
         raise Problem(HTTPStatus.TOO_MANY_REQUESTS, _TOO_MANY_WAITING, headers=_RETRY_SOON)
+    if key_name is not None:
+        _admit(key_name)
     body = request.body
     group = group_name(channel_id)
     found = 0 if wait is None else await presence.wait_for_listener(group, wait)
@@ -152,6 +166,15 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     except LayerUnavailable as exc:
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
     return _no_content(subscribers)
+
+
+def _admit(key_name: str) -> None:
+    """Count the publish against its key's ``max_publish_rate`` (a dict lookup for a key without one)."""
+    try:
+        publish_rates.admit(key_name)
+    except RateLimited as exc:
+        metrics.publishes_rate_limited.labels(key=key_name).inc()
+        raise Problem(HTTPStatus.TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
 
 
 SUBSCRIBERS_HEADER = "Webchannel-Subscribers"
