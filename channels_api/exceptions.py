@@ -11,6 +11,7 @@
     ├── ScopeDenied             a valid token or API key that does not allow the action: 403
     ├── InvalidChannelId        the text (or its percent-encoding in a URL) cannot be a channel id
     ├── LayerUnavailable        the channel layer did not carry a message (Redis down or wedged)
+    ├── RateLimited             a key published past its max_publish_rate: 429 with Retry-After
     └── Problem                 an HTTP error with its status, answered as problem+json
 
 Messages are written to be shown: a token error's to the client, a config error's to the
@@ -76,6 +77,17 @@ class LayerUnavailable(WebchannelError):
     """The channel layer did not take a message, or did not carry a probe back in time."""
 
     refusal: ClassVar[RefusalReason] = RefusalReason.LAYER_UNAVAILABLE
+
+
+class RateLimited(WebchannelError):
+    """The key that authenticated a publish (or minted its token) has used up its
+    ``max_publish_rate`` for the current window; ``retry_after``: whole seconds until it ends."""
+
+    def __init__(self, span: int, allowed: int, retry_after: int) -> None:
+        window = "second" if span == 1 else f"{span} seconds"
+        messages = "message" if allowed == 1 else "messages"
+        super().__init__(f"this key may publish {allowed} {messages} per {window}; retry after {retry_after} s")
+        self.retry_after = retry_after
 
 
 class Problem(WebchannelError):

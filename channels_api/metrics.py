@@ -105,6 +105,12 @@ api_requests = Counter(
     "channel.api_keys, so the label values are bounded by the configuration) and action.",
     ["key", "action"],
 )
+publishes_rate_limited = Counter(
+    "webchannel_publishes_rate_limited",
+    "Publishes refused (429) because the key that authenticated them, or minted their token, had "
+    "used up its max_publish_rate, by the key's name (bounded by the configuration).",
+    ["key"],
+)
 websocket_refused = Counter("webchannel_websocket_refused", "Subscribe handshakes refused, by reason.", ["reason"])
 websocket_closed = Counter(
     "webchannel_websocket_closed", "Subscriber sockets closed by the server, by close code.", ["code"]

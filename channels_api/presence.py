@@ -16,9 +16,12 @@ task per process keeps the others' counts cached:
   :data:`GHOST_BOUND_SECONDS` after the kill.
 
 A channel's first subscriber is written at once (not at the next refresh), so a publisher
-waiting for a listener (:func:`wait_for_listener`) sees it within a fraction of a second.
-The keys live on the first Redis server of ``redis.url`` (or the Sentinel master). Without
-Redis, the counts are this process's own.
+waiting for a listener (:func:`wait_for_listener`) sees it within a fraction of a second:
+while publishers wait, one poll per process asks Redis every :data:`POLL_SECONDS` about every
+channel they wait for, however many they are (two round trips, one command per other process).
+The keys live on the first Redis server of ``redis.url`` (or the Sentinel master), reached
+through one capped pool per process (:mod:`channels_api.redis_pool`). Without Redis, the counts
+are this process's own.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ GHOST_BOUND_SECONDS = EXPIRY_SECONDS + REFRESH_SECONDS
 EARLY_WRITE_SPACING_SECONDS = 0.05
 """A new first subscriber is written at once, but writes come at most this often."""
 POLL_SECONDS = 0.2
-"""While a publisher waits for a listener, other processes are asked this often."""
+"""While publishers wait for a listener, other processes' counts of their channels are asked this often."""
 REDIS_TIMEOUT_SECONDS = 2.0
 """A presence command Redis has not answered by then fails (the cached counts stay in use)."""
 
@@ -77,7 +80,10 @@ class Presence:
         self.others: dict[str, int] = {}
         """Sum over the other processes of their counts, as of the last refresh."""
         self._changed: set[str] = set()
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.waiting = 0
+        """Publishers waiting for a listener now (:meth:`wait_for_listener`)."""
+        self._waiters: dict[str, list[asyncio.Future[int]]] = {}
+        self._poll_task: asyncio.Task[None] | None = None
         self._peers: dict[str, tuple[bytes, dict[str, int]]] = {}  # process id: (version, counts)
         self._stale_peers: list[str] = []  # gone processes still listed, removed at the next write
         self._version = 0
@@ -100,9 +106,7 @@ class Presence:
             self.start()
             if self._wake is not None:
                 self._wake.set()  # a first listener is written now: a waiting publisher may be elsewhere
-        for waiter in self._waiters.pop(group, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+        self._found(group, n)
 
     def left(self, group: str) -> None:
         """A subscriber of ``group`` is gone (once per :meth:`joined`)."""
@@ -136,45 +140,107 @@ class Presence:
             client, temporary = _client(target[0]), True
         try:
             async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-                processes = await client.hkeys(self._registry)
-                peers = [p.decode() for p in processes if p.decode() != self.process_id]
-                if not peers:
-                    return self.local.get(group, 0)
-                pipe = client.pipeline(transaction=False)
-                for peer in peers:
-                    pipe.hget(self._key(peer), group)
-                counts = await pipe.execute()
+                others = await self._others_now(client, [group])
         except Exception as exc:
             self._failed(exc)
             return self.local.get(group, 0) + self.others.get(group, 0)
         finally:
             if temporary:
                 await client.aclose(close_connection_pool=True)
-        return self.local.get(group, 0) + sum(int(n) for n in counts if n is not None)
+        return self.local.get(group, 0) + others[group]
+
+    async def _others_now(self, client: Any, groups: list[str]) -> dict[str, int]:
+        """The other processes' subscribers of each of ``groups``, asked of Redis: two round trips."""
+        processes = await client.hkeys(self._registry)
+        peers = [p.decode() for p in processes if p.decode() != self.process_id]
+        totals = dict.fromkeys(groups, 0)
+        if not peers:
+            return totals
+        pipe = client.pipeline(transaction=False)
+        for peer in peers:
+            pipe.hmget(self._key(peer), groups)
+        for counts in await pipe.execute():
+            for group, n in zip(groups, counts, strict=True):
+                if n is not None:
+                    totals[group] += int(n)
+        return totals
 
     async def wait_for_listener(self, group: str, seconds: float) -> int:
         """Wait up to ``seconds`` until ``group`` has a subscriber in some process; return how many
-        it has (0 if none came in time)."""
-        self.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            found = self.local.get(group, 0) or await self.count_now(group)
-            left = deadline - loop.time()
-            if found or left <= 0:
-                return max(found, self.count(group))
-            waiter: asyncio.Future[None] = loop.create_future()
+        it has (0 if none came in time).
+
+        A subscriber in this process ends the wait at once; one elsewhere is found by the poll
+        that every waiting publisher of this process shares (:meth:`_poll`), or by the refresh.
+        """
+        self.waiting += 1
+        try:
+            found = self.count(group)  # starts the refresh task if need be
+            if found:
+                return found
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[int] = loop.create_future()
             waiters = self._waiters.setdefault(group, [])
             waiters.append(waiter)
             try:
+                self._start_polling(loop)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(POLL_SECONDS if self.redis is not None else left, left)):
-                        await waiter
+                    async with asyncio.timeout(seconds):
+                        found = await waiter
             finally:
                 if waiter in waiters:
                     waiters.remove(waiter)
                 if not waiters and self._waiters.get(group) is waiters:
                     del self._waiters[group]
+            return max(found, self.count(group))
+        finally:
+            self.waiting -= 1
+
+    def _found(self, group: str, n: int) -> None:
+        """``group`` has ``n`` subscribers (n > 0): every publisher waiting for it may go on."""
+        for waiter in self._waiters.pop(group, ()):
+            if not waiter.done():
+                waiter.set_result(n)
+
+    def _start_polling(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = self._poll_task
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            return
+        if self._target() is not None:
+            self._poll_task = loop.create_task(self._poll(), name="webchannel presence poll")
+
+    async def _poll(self) -> None:
+        """Every :data:`POLL_SECONDS` while publishers wait: ask Redis how many subscribers the
+        other processes have in every channel waited for, and let those with some go on.
+
+        One poll for all of them, so Redis sees the same few commands whether one publisher
+        waits or a thousand, on one channel or on many. Ends when nobody waits (each wait is
+        bounded), or when :meth:`stop` cancels it.
+        """
+        target = self._target()
+        assert target is not None
+        client, temporary = self._client, False
+        if client is None or not self._refreshing_here():
+            client, temporary = _client(target[0]), True
+        this = asyncio.current_task()
+        try:
+            # Not only cancelled by stop(): a cancellation redis-py swallowed must end it too.
+            while self._poll_task is this and self._waiters:
+                groups = list(self._waiters)
+                try:
+                    async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
+                        others = await self._others_now(client, groups)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._failed(exc)  # the waits go on; each ends by its own deadline
+                else:
+                    for group, n in others.items():
+                        if n:
+                            self._found(group, n + self.local.get(group, 0))
+                await asyncio.sleep(POLL_SECONDS)
+        finally:
+            if temporary:
+                await client.aclose(close_connection_pool=True)
 
     # --- keeping the others' counts -----------------------------------------------------------
 
@@ -242,6 +308,11 @@ class Presence:
 
     async def stop(self) -> None:
         """Stop refreshing (the hash then expires as if the process were killed); for tests."""
+        poll, self._poll_task = self._poll_task, None
+        if poll is not None and not poll.done():
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
         task, self._task = self._task, None
         if isinstance(task, asyncio.Task):
             if self._wake is not None:
@@ -352,19 +423,15 @@ def _redis_target() -> RedisTarget | None:
     """The first Redis host entry and ``redis.prefix``, or None with the in-process layer."""
     from django.conf import settings
 
-    from .redis_hosts import layer_hosts
+    from .redis_hosts import first_server
 
-    redis = settings.WEBCHANNEL.redis
-    if not redis.enabled:
-        return None
-    return layer_hosts(redis)[0], redis.prefix
+    return first_server(settings.WEBCHANNEL.redis)
 
 
 def _client(host: dict[str, Any]) -> Any:
-    from channels_redis.utils import create_pool
-    from redis.asyncio import Redis
+    from .redis_pool import bounded_client
 
-    return Redis(connection_pool=create_pool({**host, "socket_timeout": REDIS_TIMEOUT_SECONDS}))
+    return bounded_client(host, socket_timeout=REDIS_TIMEOUT_SECONDS)
 
 
 presence = Presence()

@@ -18,7 +18,7 @@ from .config import parse_host_port
 if TYPE_CHECKING:
     from .config import RedisConfig
 
-__all__ = ["describe_host", "layer_hosts", "redact_url"]
+__all__ = ["RedisTarget", "describe_host", "first_server", "layer_hosts", "redact_url"]
 
 CONNECT_TIMEOUT_SECONDS = 2
 """A server that does not accept a connection within this counts as down (publish 503, subscribe 4013)."""
@@ -28,6 +28,9 @@ SENTINEL_TIMEOUT_SECONDS = 2
 """Connecting to and asking one sentinel; past it the next sentinel is asked."""
 
 REDACTED = "***"
+
+RedisTarget = tuple[dict[str, Any], str]
+"""A channels_redis host entry and the ``redis.prefix`` keys start with."""
 
 
 def layer_hosts(redis: RedisConfig) -> list[dict[str, Any]]:
@@ -57,6 +60,12 @@ def layer_hosts(redis: RedisConfig) -> list[dict[str, Any]]:
             entry["ssl_ca_certs"] = redis.ssl_ca_certs
         hosts.append(entry)
     return hosts
+
+
+def first_server(redis: RedisConfig) -> RedisTarget | None:
+    """Where the state shared between processes (presence's counts, publish rates) lives: the
+    first server of ``redis.url`` (or the Sentinel master), with ``redis.prefix``; None without Redis."""
+    return (layer_hosts(redis)[0], redis.prefix) if redis.enabled else None
 
 
 def redact_url(url: str) -> str:

@@ -19,7 +19,15 @@ from . import metrics, presence
 from .auth import ApiKey, bearer_token, credentials_match, verify_grant
 from .config import Config
 from .events import relay_close
-from .exceptions import InvalidChannelId, InvalidToken, LayerUnavailable, Problem, ScopeDenied, WrongChannel
+from .exceptions import (
+    InvalidChannelId,
+    InvalidToken,
+    LayerUnavailable,
+    Problem,
+    RateLimited,
+    ScopeDenied,
+    WrongChannel,
+)
 from .layers import layer_outage, readiness
 from .logs import note_api_key
 from .names import channel_id_from_url, group_name, validate_channel_id
@@ -31,6 +39,7 @@ from .publishing import (
     new_channel_for_key,
     send_to_channel,
 )
+from .rates import publish_rates
 
 logger = logging.getLogger(__name__)
 
@@ -122,19 +131,20 @@ def _path_channel_id(request: HttpRequest, channel_id: str) -> str:
         raise Problem(HTTPStatus.BAD_REQUEST, str(exc)) from None
 
 
-def _require_publisher(request: HttpRequest, channel_id: str, action: str = "publish") -> None:
+def _require_publisher(request: HttpRequest, channel_id: str, action: str = "publish") -> str | None:
     """Accept an API key, or a Bearer token for this very channel, that may do ``action`` on it.
 
     ``action`` is ``publish``, ``info`` or ``close``. When a valid API key is presented it
     decides (403 without the scope or outside its prefixes), whatever else the request carries.
     A token minted by a named key puts that key's name in the access log, as the key would.
+    Returns the name of the API key, or of the named key that minted the token, if any.
     """
     config = _config()
     key = request.headers.get("x-api-key")
     if key and (entry := config.keyring.find(key)) is not None:
         note_api_key(entry.name)
         _authorize_key(entry, action, channel_id)
-        return
+        return entry.name
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         if key:
@@ -153,15 +163,20 @@ def _require_publisher(request: HttpRequest, channel_id: str, action: str = "pub
         raise Problem(HTTPStatus.FORBIDDEN, str(exc)) from None
     except InvalidToken as exc:
         raise Problem(HTTPStatus.UNAUTHORIZED, str(exc), headers=_BEARER_CHALLENGE) from None
+    return grant.key_name
 
 
 @api_view("POST")
 async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     """Relay the request body, unchanged, to every subscriber of the channel."""
     channel_id = _path_channel_id(request, channel_id)
-    _require_publisher(request, channel_id)
-    body = request.body
+    key_name = _require_publisher(request, channel_id)
     wait = _wait_seconds(request)
+    if wait is not None and presence.presence.waiting >= _config().server.max_waiting_publishes:
+        raise Problem(HTTPStatus.TOO_MANY_REQUESTS, _TOO_MANY_WAITING, headers=_RETRY_SOON)
+    if key_name is not None:
+        _admit(key_name)
+    body = request.body
     group = group_name(channel_id)
     found = 0 if wait is None else await presence.wait_for_listener(group, wait)
     subscribers = max(found, presence.count(group))  # a dict lookup: other processes' counts are cached
@@ -174,8 +189,19 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     return _no_content(subscribers)
 
 
+def _admit(key_name: str) -> None:
+    """Count the publish against its key's ``max_publish_rate`` (a dict lookup for a key without one)."""
+    try:
+        publish_rates.admit(key_name)
+    except RateLimited as exc:
+        metrics.publishes_rate_limited.labels(key=key_name).inc()
+        raise Problem(HTTPStatus.TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+
+
 SUBSCRIBERS_HEADER = "Webchannel-Subscribers"
 MAX_WAIT_SECONDS = 30.0
+_TOO_MANY_WAITING = "too many publishes are waiting for a subscriber in this process; retry shortly"
+_RETRY_SOON = {"Retry-After": "1"}
 _WAIT_VALUE = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 

@@ -10,9 +10,10 @@ Relies on these channels_redis internals (verified at startup by :mod:`.compat` 
 - ``channels_redis.pubsub.RedisPubSubLoopLayer`` (subclassed): ``_subscribe_to_channel``
   (overridden), ``_get_group_channel_name``, and the ``channels``, ``groups``, ``_shards``
   and ``channel_layer`` its ``__init__`` sets;
-- ``channels_redis.pubsub.RedisSingleShardConnection`` (subclassed): ``_receive_message`` and
-  ``_do_receiving`` (overridden), and the ``host``, ``channel_layer``, ``_pubsub`` and
-  ``_lock`` its ``__init__`` sets. ``_pubsub`` is a redis-py ``PubSub``, used through its
+- ``channels_redis.pubsub.RedisSingleShardConnection`` (subclassed): ``_receive_message``,
+  ``_do_receiving`` and ``_ensure_redis`` (overridden: the client is made on a capped pool of
+  :mod:`channels_api.redis_pool`), and the ``host``, ``channel_layer``, ``_redis``, ``_pubsub``
+  and ``_lock`` its ``__init__`` sets. ``_pubsub`` is a redis-py ``PubSub``, used through its
   public API (``subscribed``, ``get_message``, ``ping``, ``connection_pool``); ``_lock`` is
   held while the receive loop redials, as ``subscribe`` and ``unsubscribe`` hold it. Its
   ``publish``, ``subscribe`` and ``unsubscribe`` are wrapped so that a failure names its
@@ -47,6 +48,7 @@ from ..layers import (
     wait_for_subscribers,
 )
 from ..redis_hosts import describe_host
+from ..redis_pool import bounded_client
 
 INTERNALS = (
     ("channels-redis", "channels_redis.pubsub", "RedisPubSubChannelLayer"),
@@ -66,6 +68,8 @@ INTERNALS = (
     ("channels-redis", "channels_redis.pubsub", "RedisSingleShardConnection"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_receive_message"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_do_receiving"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_ensure_redis"),
+    ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_redis", "__init__"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "host", "__init__"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "channel_layer", "__init__"),
     ("channels-redis", "channels_redis.pubsub.RedisSingleShardConnection", "_pubsub", "__init__"),
@@ -201,11 +205,19 @@ class _RedisShard(pubsub.RedisSingleShardConnection):  # type: ignore[misc]
     message its own subscribers would miss, and a subscriber is never told it is subscribed
     when it is not (one attribute read per publish)."""
     _lost_at = 0.0
+    _redis: Any  # channels_redis's client of the shard, made by _ensure_redis
     _watching: object = ()  # the pub/sub connection object watched; never None, which _pubsub starts as
 
     @property
     def server(self) -> str:
         return describe_host(self.host)
+
+    def _ensure_redis(self) -> None:
+        """channels_redis's, on a capped pool that closes idle connections: a shard needs two, its
+        pub/sub connection and one to publish on (``publish`` holds ``_lock``: one at a time)."""
+        if self._redis is None:
+            client = bounded_client(self.host)
+            self._redis, self._pubsub = client, client.pubsub()
 
     def _restoring_refusal(self) -> ServerUnavailable:
         return ServerUnavailable(

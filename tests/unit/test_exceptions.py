@@ -20,6 +20,7 @@ TREE = {
     exc.ScopeDenied: exc.WebchannelError,
     exc.InvalidChannelId: exc.WebchannelError,
     exc.LayerUnavailable: exc.WebchannelError,
+    exc.RateLimited: exc.WebchannelError,
     exc.Problem: exc.WebchannelError,
 }
 

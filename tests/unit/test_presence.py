@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis
 
-from channels_api.presence import GHOST_BOUND_SECONDS, Presence, RedisTarget
+from channels_api.presence import GHOST_BOUND_SECONDS, POLL_SECONDS, Presence, RedisTarget
 from tests.harness import RedisServer, timeout
 
 GROUP = "wc.orders"
@@ -87,6 +87,35 @@ async def test_a_first_listener_elsewhere_ends_a_wait_quickly(pair: tuple[Presen
     started = time.monotonic()
     assert await a.wait_for_listener(GROUP, timeout(10)) == 1
     assert time.monotonic() - started < timeout(1.5)
+
+
+async def test_publishers_waiting_on_many_channels_share_one_poll(pair: tuple[Presence, Presence]) -> None:
+    a, b = pair
+    a.count(GROUP)
+    polls = 0
+    others_now = a._others_now
+
+    async def counted(client: object, groups: list[str]) -> dict[str, int]:
+        nonlocal polls
+        polls += 1
+        return await others_now(client, groups)
+
+    a._others_now = counted  # type: ignore[method-assign]
+    channels = [f"wc.wait{n}" for n in range(10)]
+    waits = [asyncio.create_task(a.wait_for_listener(channels[n % 10], timeout(10))) for n in range(200)]
+    await until(lambda: a.waiting == 200, 3, "every publisher to wait")
+    started = time.monotonic()
+    b.joined(channels[0])
+    b.joined(channels[0])
+    await until(lambda: sum(w.done() for w in waits) == 20, 3, "the waits on the joined channel to end")
+    elapsed = time.monotonic() - started
+    assert [w.result() for w in waits if w.done()] == [2] * 20
+    assert polls <= elapsed / POLL_SECONDS + 2  # one poll at a time, however many wait
+    for w in waits:
+        w.cancel()
+    await asyncio.gather(*waits, return_exceptions=True)
+    assert (a.waiting, a._waiters) == (0, {})
+    await until(lambda: a._poll_task is not None and a._poll_task.done(), 3, "the poll to end with the waits")
 
 
 @pytest.mark.slow
