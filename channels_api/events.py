@@ -26,6 +26,11 @@ SEND_FRAMES = "webchannel.send_frames"
 [...]}`` writes several binary frames to a subscriber's socket with one system call. The server
 names it in the scope's ``extensions``; under any other server each message is sent on its own."""
 
+REFUSAL = "webchannel.refusal"
+"""A key of webchannel's own in a ``websocket.close`` message: the :class:`RefusalReason` value of
+a refused subscribe, for the server's access log (``refused <reason>``), apart from the close
+frame's ``reason``, which the client reads. Other servers ignore it."""
+
 
 class RelayOverflow(TypedDict):
     """A subscriber's backlog passed ``server.max_backlog_bytes``; ``dropped`` messages were discarded."""
@@ -78,6 +83,8 @@ class CloseCode(IntEnum):
     """The server is shutting down or restarting: reconnect (with backoff)."""
     DATA_FROM_CLIENT = 4003
     """The client sent a data frame; subscriber sockets are receive-only (cf. 1003)."""
+    TOKEN_EXPIRED = 4005
+    """The subscriber's token reached its ``exp``: fetch a fresh token and reconnect."""
     TOO_SLOW = 4008
     """The subscriber fell more than ``server.max_backlog_bytes`` behind (cf. 1008)."""
     INTERNAL_ERROR = 4011
@@ -89,6 +96,31 @@ class CloseCode(IntEnum):
     def label(self) -> str:
         """The ``code`` label of ``webchannel_websocket_closed_total``: the number itself."""
         return str(self.value)
+
+    @property
+    def reason(self) -> str:
+        """The reason phrase the close frame carries (the README's close-code table)."""
+        return _CLOSE_REASONS[self]
+
+
+_CLOSE_REASONS = {
+    CloseCode.NORMAL: "",
+    CloseCode.CHANNEL_CLOSED: "channel closed",
+    CloseCode.SERVICE_RESTART: "server restarting",
+    CloseCode.DATA_FROM_CLIENT: "data from client",
+    CloseCode.TOKEN_EXPIRED: "token expired",
+    CloseCode.TOO_SLOW: "too slow",
+    CloseCode.INTERNAL_ERROR: "internal error",
+    CloseCode.TRY_AGAIN_LATER: "try again later",
+}
+
+
+def close_reason(code: int) -> str | None:
+    """The reason phrase of ``code`` if it is one of :class:`CloseCode`, else None."""
+    try:
+        return CloseCode(code).reason or None
+    except ValueError:
+        return None
 
 
 class RefusalReason(StrEnum):

@@ -274,6 +274,6 @@ def _close_for_restart(protocol: WebSocketProtocol | WebchannelWebRequest) -> No
     if isinstance(protocol, WebchannelWebRequest):
         protocol.end_event_stream()
     elif protocol.state == WebSocketProtocol.STATE_OPEN:
-        protocol.close_after_buffered(CloseCode.SERVICE_RESTART, b"server restarting")
+        protocol.close_after_buffered(CloseCode.SERVICE_RESTART)
     elif protocol.state == WebSocketProtocol.STATE_CONNECTING:
         protocol.dropConnection(abort=True)
