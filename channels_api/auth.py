@@ -67,7 +67,7 @@ _TOKEN_SCOPES: dict[str | None, frozenset[str]] = {None: ACTIONS, SUBSCRIBE_SCOP
 class IssuedToken:
     """A signed token and its expiry (Unix seconds)."""
 
-    token: str
+    token: str = field(repr=False)
     expires_at: int
 
 
