@@ -105,7 +105,7 @@ def _scope_actions(scope: Any) -> frozenset[str] | None:
 class IssuedToken:
     """A signed token and its expiry (Unix seconds)."""
 
-    token: str
+    token: str = field(repr=False)
     expires_at: int
 
 

@@ -50,12 +50,13 @@ def setting(
     """Declare a configuration key: its default, its meaning and how its value is checked.
 
     ``one_or_list`` lets a list key also be given as one TOML string (a list of one), for
-    keys that were a single string before they became lists.
+    keys that were a single string before they became lists. A ``secret`` key (keys,
+    passwords, URLs that may hold one) is left out of its section's ``repr``.
     """
     meta = {"help": help, "check": check, "secret": secret, "one_or_list": one_or_list}
     if isinstance(default, tuple):
-        return field(default_factory=lambda: default, metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=lambda: default, metadata=meta, repr=not secret)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 # --- value checks: return the normalised value or raise ValueError("expected ...") ---

@@ -18,7 +18,16 @@ from django.conf import settings
 from . import metrics, presence
 from .auth import BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL, authorize, bearer_token
 from .delivery_lag import delivery_lag
-from .events import SEND_FRAMES, CloseCode, RefusalReason, RelayClose, RelayMessage, RelayOverflow, relay_message
+from .events import (
+    REFUSAL,
+    SEND_FRAMES,
+    CloseCode,
+    RefusalReason,
+    RelayClose,
+    RelayMessage,
+    RelayOverflow,
+    relay_message,
+)
 from .exceptions import InvalidChannelId, TokenError
 from .layers import layer_outage
 from .names import channel_id_from_url, group_name
@@ -96,12 +105,12 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     Refusals happen at the handshake, never after it: a bad channel id (also one that is
     not valid percent-encoded UTF-8 in the URL) or a missing, invalid, expired or
     other-channel token closes before accept, which Daphne answers with HTTP 403. After
-    accept the server closes only with a :class:`CloseCode`: 4003 when the client sends
-    data, 4008 when it falls behind, 4013 when the channel layer is unavailable,
-    4000 when the channel is closed. Every
-    refusal, and a subscribe the layer could not take (4013 at once), is counted under its
-    :class:`RefusalReason`, which its close message carries as ``reason`` for the server's
-    access log (``refused <reason>``).
+    accept the server closes only with a :class:`CloseCode`, whose reason phrase the close
+    frame carries: 4003 when the client sends data, 4008 when it falls behind, 4013 when the
+    channel layer is unavailable, 4000 when the channel is closed. Every refusal, and a
+    subscribe the layer could not take (4013 at once), is counted under its
+    :class:`RefusalReason`, which its close message carries under :data:`~.events.REFUSAL`
+    for the server's access log (``refused <reason>``).
 
     Channels' consumer loop starts a task per message and waits on the client and the
     layer together; here the client's events are read in ``__call__`` and the layer's
@@ -307,15 +316,19 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         metrics.users_connected.set(_open_sockets)
 
     async def _close(self, code: CloseCode, refusal: RefusalReason | None = None) -> None:
+        """Close with ``code`` and its reason phrase; a ``refusal`` goes to the access log too."""
         if not self.closing:
             self.closing = True
             metrics.websocket_closed.labels(code=code.label).inc()
-            await self.close(code=int(code), reason=refusal and refusal.value)
+            message = {"type": "websocket.close", "code": int(code), "reason": code.reason}
+            if refusal is not None:
+                message[REFUSAL] = refusal.value
+            await self.base_send(message)
 
     async def _refuse(self, reason: RefusalReason) -> None:
         """Close before accept (Daphne answers 403); the reason goes to the access log, not the client."""
         metrics.websocket_refused.labels(reason=reason.value).inc()
-        await self.close(reason=reason.value)
+        await self.base_send({"type": "websocket.close", REFUSAL: reason.value})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its per-message ``close_old_connections``: there is no database."""

@@ -32,7 +32,7 @@ class EnvFile:
     """The variables of one ``.env`` file, and its path for error messages."""
 
     path: str
-    values: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, str] = field(default_factory=dict, repr=False)  # secrets, often
 
 
 def read_env_file(environ: Mapping[str, str], cwd: str = ".") -> EnvFile | None:

@@ -7,8 +7,9 @@ documented in the README: members may be renamed, values never.
 
 from __future__ import annotations
 
+import asyncio
 from enum import IntEnum, StrEnum
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired, Protocol, TypedDict
 
 
 class RelayMessage(TypedDict):
@@ -25,6 +26,33 @@ SEND_FRAMES = "webchannel.send_frames"
 """An ASGI extension of webchannel's own server: the message ``{"type": SEND_FRAMES, "payloads":
 [...]}`` writes several binary frames to a subscriber's socket with one system call. The server
 names it in the scope's ``extensions``; under any other server each message is sent on its own."""
+
+COMMIT = "webchannel.commit"
+"""An ASGI extension of webchannel's own server, for HTTP requests: ``scope["extensions"][COMMIT]``
+is a :class:`Commitment`. A view that is about to hand a message to the channel layer (a
+publish, a channel's last message) commits its request first: a draining server then never
+answers it 503 when its deadline comes (a client retries every 503: the message would arrive
+twice), and waits for its answer instead. Under any other server the extension is absent."""
+
+
+class Commitment(Protocol):
+    """What :data:`COMMIT` names in the scope of an HTTP request."""
+
+    @property
+    def draining(self) -> asyncio.Future[None]:
+        """Done once the server has begun to stop: waits that only pace the client (backpressure) end."""
+        ...
+
+    def commit(self) -> bool:
+        """The request is about to have its effect: never answer it 503 from now on. False if the
+        server stopping has already answered it 503: then the request must not have its effect."""
+        ...
+
+
+REFUSAL = "webchannel.refusal"
+"""A key of webchannel's own in a ``websocket.close`` message: the :class:`RefusalReason` value of
+a refused subscribe, for the server's access log (``refused <reason>``), apart from the close
+frame's ``reason``, which the client reads. Other servers ignore it."""
 
 
 class RelayOverflow(TypedDict):
@@ -91,6 +119,31 @@ class CloseCode(IntEnum):
     def label(self) -> str:
         """The ``code`` label of ``webchannel_websocket_closed_total``: the number itself."""
         return str(self.value)
+
+    @property
+    def reason(self) -> str:
+        """The reason phrase the close frame carries (the README's close-code table)."""
+        return _CLOSE_REASONS[self]
+
+
+_CLOSE_REASONS = {
+    CloseCode.NORMAL: "",
+    CloseCode.CHANNEL_CLOSED: "channel closed",
+    CloseCode.SERVICE_RESTART: "server restarting",
+    CloseCode.DATA_FROM_CLIENT: "data from client",
+    CloseCode.TOKEN_EXPIRED: "token expired",
+    CloseCode.TOO_SLOW: "too slow",
+    CloseCode.INTERNAL_ERROR: "internal error",
+    CloseCode.TRY_AGAIN_LATER: "try again later",
+}
+
+
+def close_reason(code: int) -> str | None:
+    """The reason phrase of ``code`` if it is one of :class:`CloseCode`, else None."""
+    try:
+        return CloseCode(code).reason or None
+    except ValueError:
+        return None
 
 
 class RefusalReason(StrEnum):

@@ -77,20 +77,28 @@ async def receive_from(backlog: Backlog, forget: Callable[[], None]) -> dict[str
     return relay_overflow(backlog.dropped) if message is OVERFLOWED else message  # type: ignore[return-value]
 
 
-async def wait_for_subscribers(backlogs: Iterable[Backlog | None]) -> None:
+async def wait_for_subscribers(backlogs: Iterable[Backlog | None], stop: asyncio.Future[None] | None = None) -> None:
     """Backpressure toward publishers: wait while the fullest local backlog is long.
 
     A backlog grows only when this process hands messages to sockets slower than they are
     published (a slow *reader* fills Twisted's buffer instead, see ``ws_protocol``), so
     making the publisher wait keeps latency low and no subscriber is cut off as "slow"
-    merely because the server was busy. Bounded, so a stuck consumer cannot stall publishers.
+    merely because the server was busy. Bounded, so a stuck consumer cannot stall publishers;
+    no wait, or the end of one, once ``stop`` is done (the server drains: answer at once).
     """
     fullest = max((b for b in backlogs if b is not None), key=len, default=None)
-    if fullest is None or len(fullest) <= PRESSURE_MESSAGES:
+    if fullest is None or len(fullest) <= PRESSURE_MESSAGES or (stop is not None and stop.done()):
         return
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(PRESSURE_WAIT_SECONDS):
-            await fullest.drained(DRAINED_MESSAGES)
+            if stop is None:
+                await fullest.drained(DRAINED_MESSAGES)
+                return
+            drained = asyncio.ensure_future(fullest.drained(DRAINED_MESSAGES))
+            try:
+                await asyncio.wait((drained, stop), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                drained.cancel()
 
 
 class OutageLog:
@@ -302,9 +310,9 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         for channel in self._groups.get(group, ()):
             self._backlog(channel).put_nowait(message)
 
-    async def backpressure(self, group: str) -> None:
-        """Wait while a subscriber of ``group`` lags (see :func:`wait_for_subscribers`)."""
-        await wait_for_subscribers(self._backlogs.get(channel) for channel in self._groups.get(group, ()))
+    async def backpressure(self, group: str, stop: asyncio.Future[None] | None = None) -> None:
+        """Wait while a subscriber of ``group`` lags, until ``stop`` (see :func:`wait_for_subscribers`)."""
+        await wait_for_subscribers((self._backlogs.get(channel) for channel in self._groups.get(group, ())), stop)
 
     async def flush(self) -> None:
         self._backlogs.clear()

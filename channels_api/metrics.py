@@ -3,13 +3,13 @@
 Under ``serve --workers N`` the supervisor gives every worker one fresh directory in
 ``PROMETHEUS_MULTIPROC_DIR``: prometheus_client then keeps each worker's values in files there
 (its multiprocess mode, which it chooses when imported), and a scrape of any worker reads them
-all, so counters are summed over workers, past ones included, and never go backwards.
+all, so counters are summed over workers, past ones included, and never go backwards. The
+directory's upkeep (dead workers' values archived, the directory removed by the last process
+out) is :mod:`channels_api.server.metric_files`.
 """
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 
 from prometheus_client import (
@@ -22,7 +22,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .server.metric_files import MetricsDirectory, scraping
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 MULTIPROCESS = MULTIPROCESS_DIR_VARIABLE in os.environ
@@ -130,7 +132,8 @@ def exposition() -> bytes:
     deliveries.flush()
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
-    return generate_latest(registry)
+    with scraping(os.environ[MULTIPROCESS_DIR_VARIABLE]):
+        return generate_latest(registry)
 
 
 def start_flushing() -> None:
@@ -143,28 +146,21 @@ def start_flushing() -> None:
 
 
 @contextlib.contextmanager
-def shared_between_workers() -> Iterator[str]:
-    """In the supervisor: a fresh directory for the workers' metric files, named in the environment
-    the workers inherit, and removed with everything in it afterwards.
+def shared_between_workers(parent: str | None = None) -> Iterator[MetricsDirectory]:
+    """In the supervisor: a fresh directory for the workers' metric files (in ``parent``, by
+    default the temporary directory), named in the environment the workers inherit; removed
+    afterwards, unless a worker still runs (the last one out removes it then).
 
-    Fresh, because files left by an earlier run would add their counts to this one's. This
-    process keeps its own values in memory: prometheus_client chose how when it was imported.
+    This process keeps its own values in memory: prometheus_client chose how when it was imported.
     """
-    path = tempfile.mkdtemp(prefix="webchannel-metrics-")
+    directory = MetricsDirectory.create(parent)
     previous = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
-    os.environ[MULTIPROCESS_DIR_VARIABLE] = path
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = directory.path
     try:
-        yield path
+        yield directory
     finally:
         if previous is None:
             del os.environ[MULTIPROCESS_DIR_VARIABLE]
         else:
             os.environ[MULTIPROCESS_DIR_VARIABLE] = previous
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def worker_exited(pid: int) -> None:
-    """In the supervisor: drop a dead worker's live gauges (its open sockets); its counters stay in the sums."""
-    directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
-    if directory:
-        mark_process_dead(pid, directory)
+        directory.leave()

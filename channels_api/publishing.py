@@ -21,7 +21,7 @@ from django.conf import settings
 from . import metrics, presence
 from .auth import SUBSCRIBE_SCOPE, ApiKey, issue_token, narrowed_token
 from .config import Config
-from .events import relay_message
+from .events import Commitment, relay_message
 from .exceptions import LayerUnavailable, WebchannelError
 from .layers import layer_outage
 from .names import generate_channel_id, group_name, validate_channel_id
@@ -89,15 +89,22 @@ def check_message_size(data: bytes) -> None:
         raise MessageTooLarge(f"the message is {len(data)} bytes; channel.max_message_size is {limit}")
 
 
-async def send_to_channel(channel_id: str, data: bytes) -> None:
+async def send_to_channel(channel_id: str, data: bytes, commitment: Commitment | None = None) -> None:
     """Relay ``data`` to every subscriber of an already validated ``channel_id``.
 
+    Over HTTP under webchannel's server, ``commitment`` (the request's
+    :data:`~channels_api.events.COMMIT` extension) is committed before the message goes to the
+    layer, and once the server drains no backpressure wait holds the answer back.
+
     Raises :class:`MessageTooLarge`, or :class:`LayerUnavailable` when the channel layer
-    fails or has not taken the message within :data:`PUBLISH_TIMEOUT_SECONDS`.
+    fails or has not taken the message within :data:`PUBLISH_TIMEOUT_SECONDS`, or the server
+    stopping has already answered the request.
     """
     check_message_size(data)
     layer = get_channel_layer()
     group = group_name(channel_id)
+    if commitment is not None and not commitment.commit():
+        raise LayerUnavailable("the server is stopping; retry")  # what the server already answered
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
             # Wall-clock time: the subscribers' process may be another one, through Redis.
@@ -108,7 +115,8 @@ async def send_to_channel(channel_id: str, data: bytes) -> None:
     layer_outage.succeeded()
     metrics.messages_published.inc()
     metrics.messages_published_bytes.inc(len(data))
-    await layer.backpressure(group)  # return no faster than this process delivers
+    # Return no faster than this process delivers; a draining server answers at once.
+    await layer.backpressure(group, None if commitment is None else commitment.draining)
 
 
 async def publish(channel_id: str, data: bytes) -> int:

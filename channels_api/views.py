@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from . import metrics, presence
 from .auth import ApiKey, bearer_token, credentials_match, verify_grant
 from .config import Config
-from .events import relay_close
+from .events import COMMIT, Commitment, relay_close
 from .exceptions import (
     InvalidChannelId,
     InvalidToken,
@@ -181,7 +181,7 @@ async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     found = 0 if wait is None else await presence.wait_for_listener(group, wait)
     subscribers = max(found, presence.count(group))  # a dict lookup: other processes' counts are cached
     try:
-        await send_to_channel(channel_id, body)
+        await send_to_channel(channel_id, body, _commitment(request))
     except MessageTooLarge as exc:
         raise Problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
     except LayerUnavailable as exc:
@@ -196,6 +196,12 @@ def _admit(key_name: str) -> None:
     except RateLimited as exc:
         metrics.publishes_rate_limited.labels(key=key_name).inc()
         raise Problem(HTTPStatus.TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+
+
+def _commitment(request: HttpRequest) -> Commitment | None:
+    """The request's :data:`~channels_api.events.COMMIT` extension: under webchannel's server."""
+    extensions = request.scope.get("extensions")  # type: ignore[attr-defined]
+    return extensions.get(COMMIT) if extensions else None
 
 
 SUBSCRIBERS_HEADER = "Webchannel-Subscribers"
@@ -252,6 +258,9 @@ async def close_channel(request: HttpRequest, channel_id: str) -> HttpResponse:
         raise Problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
     group = group_name(channel_id)
     subscribers = presence.count(group)
+    commitment = _commitment(request)
+    if commitment is not None and not commitment.commit():
+        raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping; retry")  # as it already answered
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
             await get_channel_layer().group_send(group, relay_close(body or None))

@@ -3,7 +3,7 @@
 nginx runs in the foreground (``daemon off``) with a generated main configuration whose every
 path (pid, logs, temporary files) is under a private prefix directory, so it touches nothing
 outside the test's ``tmp_path``. The site it serves is any http-level text, usually the shipped
-``deploy/nginx/webchannel.conf`` with only its listen port, upstream servers and access log
+``deploy/nginx/webchannel.conf`` with only its listen port, upstream servers and log paths
 replaced (:func:`shipped_site`), so several upstreams work too (for rolling restarts). It is
 stopped by PID, its workers with it.
 """
@@ -40,11 +40,14 @@ def _replace_one(text: str, pattern: str, replacement: str) -> str:
 
 def shipped_site(listen_port: int, upstreams: Sequence[str], access_log: Path) -> str:
     """``deploy/nginx/webchannel.conf`` listening on ``127.0.0.1:listen_port`` (IPv4 only), proxying
-    to ``upstreams`` (``host:port`` each) and logging to ``access_log``; nothing else changes."""
+    to ``upstreams`` (``host:port`` each) and logging to ``access_log`` and, for its error log,
+    ``webchannel.error.log`` beside it (at the shipped level); nothing else changes."""
     text = SHIPPED_SITE.read_text()
     text = _replace_one(text, r"^    listen 80;$", f"    listen 127.0.0.1:{listen_port};")
     text = _replace_one(text, r"^    listen \[::\]:80;\n", "")
     text = _replace_one(text, r"^    server 127\.0\.0\.1:8080;$", "\n".join(f"    server {u};" for u in upstreams))
+    error_log = access_log.with_name("webchannel.error.log")
+    text = _replace_one(text, r"^    error_log \S+ crit;$", f"    error_log {error_log} crit;")
     return _replace_one(text, r"^    access_log \S+ webchannel;$", f"    access_log {access_log} webchannel;")
 
 
@@ -91,8 +94,8 @@ class Nginx:
         return self.proc.pid
 
     def output(self) -> str:
-        """nginx's own messages: its stderr and its error log."""
-        parts = [self.prefix / "stderr.log", self.prefix / "error.log"]
+        """nginx's own messages: its stderr and its error logs."""
+        parts = [self.prefix / "stderr.log", self.prefix / "error.log", self.prefix / "webchannel.error.log"]
         return "\n".join(p.read_text(errors="replace") for p in parts if p.is_file())
 
     def alive(self) -> bool:

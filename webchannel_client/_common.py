@@ -33,7 +33,7 @@ class Call:
 
     method: str
     path: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # the API key or token
     content: bytes | None = None
     params: dict[str, str] = field(default_factory=dict)
     extra_timeout: float = 0.0  # a ?wait= request may be answered that much later

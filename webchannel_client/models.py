@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,8 +18,8 @@ class Channel:
     """
 
     channel_id: str
-    token: str
-    subscribe_token: str | None = None
+    token: str = field(repr=False)
+    subscribe_token: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
 
     @classmethod

@@ -1,4 +1,4 @@
-"""webchannel's server: where it adapts Daphne, Twisted, autobahn and channels_redis.
+"""webchannel's server: where it adapts Daphne, Twisted, autobahn, channels_redis and prometheus_client.
 
 Everything that relies on another package's private attributes lives in this package,
 and each module's docstring lists what it relies on. :mod:`.compat` verifies all of

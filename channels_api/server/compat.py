@@ -2,7 +2,7 @@
 
 Every module of :mod:`channels_api.server` declares beside its docstring, in ``INTERNALS``,
 the private (or undocumented) attributes and methods of Daphne, Twisted, autobahn,
-channels_redis and Django's handler that it relies on, each as
+channels_redis, prometheus_client and Django's handler that it relies on, each as
 
     (distribution, dotted path of the object that has it, attribute[, method])
 
@@ -39,7 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-MODULES = ("daphne_server", "ws_protocol", "http_protocol", "direct_write", "handler", "workers", "redis_layer")
+MODULES = (
+    "daphne_server",
+    "ws_protocol",
+    "http_protocol",
+    "direct_write",
+    "handler",
+    "workers",
+    "metric_files",
+    "redis_layer",
+)
 """Every module of this package; each declares ``INTERNALS`` (possibly empty)."""
 REDIS_MODULES = frozenset({"redis_layer"})
 """Modules loaded only with Redis configured."""

@@ -8,7 +8,10 @@
   connections, let every HTTP request already accepted finish (its response closes its
   connection), close subscriber sockets with 1012 (service restart) and end event streams,
   spread over ``server.drain_window`` so clients do not all reconnect at once, then stop once all of
-  that is written, or at the end of the window plus a margin. A second signal stops at once,
+  that is written, or at the end of the window plus a margin. Requests still unanswered then
+  get 503, except those committed (:data:`~channels_api.events.COMMIT`: a publish handing its
+  message to the channel layer), whose answer is waited for, within the layer's bound, since a
+  client retries a 503 and the message would arrive twice. A second signal stops at once,
   except under ``serve --workers``: there a process group's signal (Ctrl-C, systemd) and the
   supervisor's forwarded one are the same stop, so a worker drains once and ignores the
   repeats; the supervisor's SIGUSR1 stops it at once.
@@ -44,7 +47,8 @@ from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 
 from ..config import Config
-from ..events import SEND_FRAMES, CloseCode
+from ..events import COMMIT, SEND_FRAMES, CloseCode
+from ..publishing import PUBLISH_TIMEOUT_SECONDS
 from .http_protocol import WebchannelHTTPFactory, WebchannelWebRequest
 from .ws_protocol import WebchannelWebSocketProtocol
 
@@ -75,6 +79,9 @@ DRAIN_MARGIN_SECONDS = 1.0
 """After the window, time left for close handshakes and requests before the process stops anyway."""
 FLUSH_SECONDS = 0.2
 """At the end of the margin, time for the 503s of requests still unanswered to be written."""
+COMMITTED_SECONDS = PUBLISH_TIMEOUT_SECONDS + 0.5
+"""After the margin, how long committed requests may still take: the channel layer answers a
+publish within its bound, and a drain ends backpressure waits at once."""
 DRAIN_POLL_SECONDS = 0.05
 
 
@@ -122,6 +129,25 @@ class Inbox:
         return self._events.pop(0)
 
 
+class RequestCommitment:
+    """The :data:`~channels_api.events.COMMIT` extension of one HTTP request (a
+    :class:`~channels_api.events.Commitment`)."""
+
+    __slots__ = ("answered", "committed", "draining")
+
+    def __init__(self, draining: asyncio.Future[None]) -> None:
+        self.draining = draining
+        self.committed = False
+        self.answered = False
+        """Answered 503 by the stopping server: too late to commit."""
+
+    def commit(self) -> bool:
+        if self.answered:
+            return False
+        self.committed = True
+        return True
+
+
 class WebchannelServer(Server):  # type: ignore[misc]
     """Daphne's ``Server`` with webchannel's protocols, limits and graceful drain."""
 
@@ -137,6 +163,7 @@ class WebchannelServer(Server):  # type: ignore[misc]
         self.drain_window = config.server.drain_window
         self.max_backlog_bytes = config.server.max_backlog_bytes
         self.draining = False
+        self._drain_started: asyncio.Future[None] | None = None
         self.supervised = supervised
         self.ports: list[Any] = []
         self.listen_failed = False
@@ -181,6 +208,9 @@ class WebchannelServer(Server):  # type: ignore[misc]
             scope.setdefault("extensions", {})[SEND_FRAMES] = {}  # several frames in one write
         else:
             send = partial(self.handle_reply, protocol)
+            commitment = RequestCommitment(self.drain_started())
+            scope.setdefault("extensions", {})[COMMIT] = commitment
+            self.connections[protocol]["commitment"] = commitment
         instance = self.application(scope=scope, receive=inbox.get, send=send)
         if protocol not in self.connections:
             return None
@@ -201,6 +231,14 @@ class WebchannelServer(Server):  # type: ignore[misc]
         waited = defer.Deferred.fromFuture(asyncio.gather(*pending))
         waited.addErrback(lambda _: None)
         return waited
+
+    def drain_started(self) -> asyncio.Future[None]:
+        """A future of this server's loop, done once the drain has begun."""
+        if self._drain_started is None:
+            self._drain_started = asyncio.get_running_loop().create_future()
+            if self.draining:
+                self._drain_started.set_result(None)
+        return self._drain_started
 
     def listen_success(self, port: Any) -> None:
         self.ports.append(port)
@@ -230,6 +268,8 @@ class WebchannelServer(Server):  # type: ignore[misc]
         """Stop accepting; finish accepted requests, close every subscriber over the window, stop."""
         for port in self.ports:
             port.stopListening()
+        if self._drain_started is not None and not self._drain_started.done():
+            self._drain_started.set_result(None)  # publishes waiting on backpressure answer now
         self._http_factory.stop_keeping_alive()
         sockets = [p for p in self.connections if isinstance(p, WebSocketProtocol)]
         streams = [p for p in self.connections if isinstance(p, WebchannelWebRequest) and p.event_stream]
@@ -258,10 +298,33 @@ class WebchannelServer(Server):  # type: ignore[misc]
         elif time.monotonic() < deadline:
             reactor.callLater(DRAIN_POLL_SECONDS, self._stop_when_done, open_, deadline)
         else:
+            committed = []
             for request in requests:
+                commitment = self.connections[request].get("commitment")
+                if commitment is not None and commitment.committed:
+                    committed.append(request)
+                    continue
+                if commitment is not None:
+                    commitment.answered = True  # its publish, should it get that far, is not sent
                 request.answer_shutting_down()
-            logger.info("drained; %d sockets still open, %d requests answered 503 at stop", len(open_), len(requests))
-            self._stop_when_flushed(time.monotonic() + FLUSH_SECONDS)
+            logger.info(
+                "drained; %d sockets still open, %d requests answered 503 at stop, %d committed still being answered",
+                len(open_),
+                len(requests) - len(committed),
+                len(committed),
+            )
+            self._stop_when_answered(committed, time.monotonic() + COMMITTED_SECONDS)
+
+    def _stop_when_answered(self, committed: list[WebchannelWebRequest], deadline: float) -> None:
+        """Stop once every committed request is answered (or at ``deadline``), and written."""
+        in_flight = set(self.requests_in_flight())
+        left = [request for request in committed if request in in_flight]
+        if left and time.monotonic() < deadline:
+            reactor.callLater(DRAIN_POLL_SECONDS, self._stop_when_answered, left, deadline)
+            return
+        if left:
+            logger.warning("%d committed requests still unanswered at stop", len(left))
+        self._stop_when_flushed(time.monotonic() + FLUSH_SECONDS)
 
     def _stop_when_flushed(self, deadline: float) -> None:
         if reactor.getWriters() and time.monotonic() < deadline:
@@ -274,6 +337,6 @@ def _close_for_restart(protocol: WebSocketProtocol | WebchannelWebRequest) -> No
     if isinstance(protocol, WebchannelWebRequest):
         protocol.end_event_stream()
     elif protocol.state == WebSocketProtocol.STATE_OPEN:
-        protocol.close_after_buffered(CloseCode.SERVICE_RESTART, b"server restarting")
+        protocol.close_after_buffered(CloseCode.SERVICE_RESTART)
     elif protocol.state == WebSocketProtocol.STATE_CONNECTING:
         protocol.dropConnection(abort=True)

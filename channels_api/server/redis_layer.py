@@ -148,10 +148,10 @@ class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
     def receive_pending(self, channel: str) -> list[dict[str, Any]]:
         return pending_messages(self.channels.get(channel))
 
-    async def backpressure(self, group: str) -> None:
-        """Wait while a local subscriber of ``group`` lags (see :func:`wait_for_subscribers`)."""
+    async def backpressure(self, group: str, stop: asyncio.Future[None] | None = None) -> None:
+        """Wait while a local subscriber of ``group`` lags, until ``stop`` (see :func:`wait_for_subscribers`)."""
         members = self.groups.get(self._get_group_channel_name(group), ())
-        await wait_for_subscribers(self.channels.get(channel) for channel in members)
+        await wait_for_subscribers((self.channels.get(channel) for channel in members), stop)
 
     def forget_channel(self, channel: str) -> None:
         """Drop a channel's backlog (its consumer is gone); group_discard leaves Redis groups."""

@@ -21,7 +21,11 @@ Supervision:
   of that slot has stayed up :data:`STABLE_SECONDS`; the other workers are never touched;
 - every worker writes a byte to its heartbeat pipe each second from its event loop
   (:func:`start_heartbeat`); one silent for ``worker_timeout`` seconds (its loop is
-  blocked) is killed and replaced. A worker whose supervisor is gone drains and exits;
+  blocked) is killed and replaced;
+- a worker whose supervisor is gone (killed with SIGKILL, say) drains and exits: on Linux
+  the kernel sends it SIGTERM as the supervisor dies (:func:`die_with_supervisor`), elsewhere
+  its next heartbeat finds the pipe broken. The last one out removes the metrics directory
+  (:mod:`.metric_files`);
 - SIGTERM/SIGINT are forwarded to the workers as SIGTERM: each drains its own subscribers.
   A terminal's Ctrl-C or systemd's ``KillMode=control-group`` also signals every worker
   directly; a worker drains once whichever signal arrives first and ignores the others
@@ -35,6 +39,7 @@ the startup check of :mod:`.compat` itself, as ``manage.py serve``.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import select
@@ -47,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import metrics
+from .metric_files import MetricsDirectory
 
 INTERNALS: tuple[tuple[str, ...], ...] = ()
 
@@ -68,6 +73,8 @@ POLL_SECONDS = 0.2
 BACKLOG = 1024
 STOP_NOW = signal.SIGUSR1
 """What the parent sends its workers on a second stop signal: stop without draining."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal the calling process gets when its parent dies (Linux)."""
 
 
 def listening_sockets(host: str, port: int, count: int, listen: bool = True) -> list[socket.socket]:
@@ -108,6 +115,21 @@ def endpoint_for_fd(fd: int) -> str:
     as text, which socket adoption does not accept; hence IPv4 for ``--workers``.
     """
     return f"fd:fileno={fd}"
+
+
+def die_with_supervisor(supervisor: int) -> bool:
+    """In a worker, first thing: have the kernel send SIGTERM (a drain) when the supervisor dies.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere the heartbeat finds out, within a second.
+    The signal comes when the thread that started the worker ends: the supervisor's only one.
+    Returns False if the supervisor is already gone (it died before the request was made, and
+    the worker was handed to another parent): the worker should exit at once.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGTERM), 0, 0, 0) != 0:
+            logger.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    return os.getppid() == supervisor
 
 
 def start_heartbeat(fd: int, interval: float = HEARTBEAT_SECONDS) -> None:
@@ -157,11 +179,13 @@ class Supervisor:
         sockets: list[socket.socket],
         drain_seconds: float,
         worker_timeout: float = WORKER_TIMEOUT,
+        metrics_directory: MetricsDirectory | None = None,
     ) -> None:
         self.host, self.port = sockets[0].getsockname()[:2]
         self.sockets = sockets
         self.drain_seconds = drain_seconds
         self.worker_timeout = worker_timeout
+        self.metrics_directory = metrics_directory
         self.slots = [Slot(i) for i in range(len(sockets))]
         self.stopping = False
         self.signals = 0
@@ -178,6 +202,8 @@ class Supervisor:
             str(sock.fileno()),
             "--heartbeat-fd",
             str(write_end),
+            "--supervisor-pid",
+            str(os.getpid()),
         ]
         try:
             process = subprocess.Popen(command, pass_fds=(sock.fileno(), write_end))  # noqa: S603 (our own command)
@@ -285,7 +311,11 @@ class Supervisor:
         assert slot.process is not None
         pid, uptime = slot.process.pid, now - slot.started
         slot.process = None
-        metrics.worker_exited(pid)
+        if self.metrics_directory is not None:
+            try:
+                self.metrics_directory.archive(pid)
+            except Exception:  # its values stay where they are: scrapes still count them
+                logger.exception("could not archive the metric files of worker %d", pid)
         if slot.heartbeat is not None:
             os.close(slot.heartbeat)
             slot.heartbeat = None

@@ -40,7 +40,7 @@ from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 
 from .. import metrics
-from ..events import SEND_FRAMES, CloseCode
+from ..events import REFUSAL, SEND_FRAMES, CloseCode, close_reason
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 from .direct_write import write_now, write_parts_now
 
@@ -130,8 +130,8 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
     """Closed with 4008: frames that still arrive for it count as send errors."""
     access_client: str | None = None
     """The client address a trusted proxy forwarded (``server.trusted_proxies``), for the access log."""
-    close_reason: str | None = None
-    """The reason the application closed with: a ``RefusalReason`` value when it refused the subscribe."""
+    refusal: str | None = None
+    """Why the application refused the subscribe (a ``RefusalReason`` value), for the access log."""
     rejected = False
 
     # Autobahn's _connectionMade sets these on every connection; shared defaults cost nothing.
@@ -235,19 +235,19 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
             self.send_frame(message)
         else:
             if message.get("type") == "websocket.close":
-                self.close_reason = message.get("reason") or None
+                self.refusal = message.get(REFUSAL)
             super().handle_reply(message)
 
     def serverReject(self) -> None:
         """Daphne's 403, logged as ``refused <reason>`` when the application gave one."""
         self.rejected = True
-        self._logged(super().serverReject, AccessNote(self.access_client, self.close_reason))
+        self._logged(super().serverReject, AccessNote(self.access_client, self.refusal))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         # A refused handshake was logged by serverReject; a subscribe refused after accept
         # (4013, the channel layer is unavailable) is logged as refused here.
         self._logged(
-            super().onClose, AccessNote(self.access_client, self.close_reason, self.rejected), wasClean, code, reason
+            super().onClose, AccessNote(self.access_client, self.refusal, self.rejected), wasClean, code, reason
         )
 
     def _logged(self, call: Any, note: AccessNote | None = None, *args: Any) -> None:
@@ -343,22 +343,24 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         metrics.websocket_closed.labels(code=CloseCode.TOO_SLOW.label).inc()
         metrics.message_send_errors.inc()
         self.too_slow = True
-        self.close_after_buffered(CloseCode.TOO_SLOW, b"too slow")
+        self.close_after_buffered(CloseCode.TOO_SLOW)
 
     def serverClose(self, code: int | None = None) -> None:
-        """The application's close (4003, 4008, 4013, ...): also behind what is buffered."""
+        """The application's close (4000, 4003, 4008, 4013, ...): behind what is buffered too,
+        with the code's reason phrase (Daphne's sends none)."""
         self.closeHandshakeTimeout = self.server.ping_timeout
-        super().serverClose(code)
+        code = CloseCode.NORMAL if code is None else code
+        self.sendClose(code=code, reason=close_reason(code))  # refuses codes an application may not send
 
-    def close_after_buffered(self, code: int, reason: bytes) -> None:
-        """Queue a close frame behind the unsent bytes; abort if the peer has not answered
-        it within ``server.ping_timeout``.
+    def close_after_buffered(self, code: CloseCode) -> None:
+        """Queue a close frame, with its reason phrase, behind the unsent bytes; abort if the
+        peer has not answered it within ``server.ping_timeout``.
 
         ``sendCloseFrame``, unlike ``sendClose``, may also send the standard 1012 (Autobahn
         limits applications to 1000 and 3000-4999).
         """
         self.closeHandshakeTimeout = self.server.ping_timeout
-        self.sendCloseFrame(code=code, reasonUtf8=reason)
+        self.sendCloseFrame(code=code, reasonUtf8=code.reason.encode())
 
 
 _last_binary: tuple[bytes, bytes] = (b"", b"\x82\x00")

@@ -1,6 +1,6 @@
 """The shipped ``deploy/nginx/webchannel.conf`` in front of a real ``manage.py serve``.
 
-Debian's nginx runs the shipped file with only its listen port, upstream and access log path
+Debian's nginx runs the shipped file with only its listen port, upstream and log paths
 replaced (``tests/nginx.py``); every request and WebSocket below goes through it.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 from websockets.asyncio.client import connect
 
 from channels_api.config import ChannelConfig
@@ -31,7 +32,7 @@ from tests.e2e.helpers import (
     wait_exit,
     ws_url,
 )
-from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
+from tests.harness import ServerProcess, base_config, free_port, serving, timeout, wait_for
 from tests.nginx import Nginx, proxying
 
 pytestmark = [
@@ -165,3 +166,30 @@ async def test_without_trusted_proxies_the_access_log_names_nginx(proxied: tuple
         assert "webchannel.access: 127.0.0.1:" in line, line  # nginx's own address and port
     assert CLIENT not in "\n".join(lines)
     assert SPOOFED not in server.output()
+
+
+async def test_with_webchannel_down_a_token_in_the_url_reaches_neither_of_nginxs_logs(tmp_path: Path) -> None:
+    """nginx writes the whole request line into its error log when it cannot reach the upstream;
+    the shipped file keeps that log to ``crit``, and the access log still shows the 502."""
+    secret = f"eyJhbGciOiJIUzI1NiJ9.eyJjaWQiOiJjIn0.SECRET-{random.Random().getrandbits(64):x}"
+    with proxying(tmp_path / "nginx", [f"127.0.0.1:{free_port()}"]) as nginx:  # nothing listens there
+        url = f"{channel_url(nginx.url, 'c')}?access_token={secret}"
+        async with http_client() as client:
+            assert (await client.get(url)).status_code == 502
+            assert (await client.post(url, content=b"data")).status_code == 502
+            events = await client.get(f"{channel_url(nginx.url, 'c')}/events?access_token={secret}")
+            assert events.status_code == 502
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with connect(ws_url(nginx.url, "c", secret), open_timeout=timeout(10)):
+                pass
+        assert refused.value.response.status_code == 502
+    logs = {path.name: path.read_text(errors="replace") for path in nginx.prefix.glob("*.log")}
+    assert {"access.log", "error.log", "webchannel.error.log"} <= set(logs), sorted(logs)
+    for name, text in logs.items():
+        assert secret not in text, f"{name} holds the token:\n{text}"
+    access = [line for line in logs["access.log"].splitlines() if "/webchannel/v1/channels/c" in line]
+    assert len(access) == 4, logs["access.log"]
+    for line in access:
+        assert "?[redacted]" in line, line
+        assert '" 502 ' in line, line
+        assert line.endswith(" upstream=502"), line

@@ -12,6 +12,8 @@ import contextlib
 import os
 import re
 import signal
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -204,3 +206,90 @@ async def test_a_worker_that_drains_counted_every_delivery_it_made(tmp_path: Pat
         _consecutive_scrapes(scrape, expected)
     finally:
         server.stop()
+
+
+_SLOT = re.compile(r"worker (\d+) started \(slot (\d+)\)")
+KILLS = 6
+LIVE_FILES_PER_WORKER = 3
+"""counter_<pid>.db, histogram_<pid>.db and gauge_livesum_<pid>.db."""
+
+
+def _current_workers(server: ServerProcess) -> dict[int, int]:
+    """The pid of each slot's current worker, from the supervisor's log."""
+    return {int(slot): int(pid) for pid, slot in _SLOT.findall(server.output())}
+
+
+def _all_listening(server: ServerProcess) -> bool:
+    output = server.output()
+    return all(f"[{pid}] daphne.server: Listening on" in output for pid in _current_workers(server).values())
+
+
+class BackgroundScrapes:
+    """Scrapes over and over in a thread, each on a new connection, failing on any counter that goes
+    backwards; a scrape cut off by a dying worker is retried."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.scrape = Scraper(server)
+        self.count = 0
+        self.failure: BaseException | None = None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + timeout(120)
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            try:
+                self.scrape()
+            except httpx.TransportError:
+                continue  # a worker killed with the connection queued for it
+            except BaseException as exc:
+                self.failure = exc
+                return
+            self.count += 1
+
+    def __enter__(self) -> BackgroundScrapes:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(timeout(30))
+
+
+def test_replaced_workers_leave_a_bounded_number_of_metric_files_and_counters_never_go_back(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    server = run_serve(tmp_path, base_config(redis={"url": redis_server.url}), args=["--workers", "2"])
+    try:
+        server.wait_listening()
+        wait_for(lambda: len(_current_workers(server)) == 2, 20, "2 workers")
+        directory = _metrics_directory(_current_workers(server)[0])
+        channel_id, token = create_channel(server.url)
+        headers = {"authorization": f"Bearer {token}", "content-type": "application/octet-stream"}
+        url = f"{server.url}/webchannel/v1/channels/{channel_id}"
+        published = 0
+        files: list[int] = []
+        with BackgroundScrapes(server) as scrapes:
+            for kill in range(KILLS):
+                wait_for(lambda: _all_listening(server), 20, "both workers to listen")
+                for _ in range(5):  # each on a new connection: the kernel spreads them over the workers
+                    response = httpx.post(url, content=b"m", headers=headers, timeout=timeout(10))
+                    assert response.status_code == 204, response.text
+                    published += 1
+                victim = _current_workers(server)[kill % 2]
+                os.kill(victim, signal.SIGKILL)
+                wait_for(lambda v=victim: f"worker {v} exited" in server.output(), 10, "the supervisor to see it")
+                wait_for(lambda v=victim: v not in _current_workers(server).values(), 20, "the replacement")
+                files.append(len(list(directory.glob("*.db"))))
+                assert scrapes.failure is None, scrapes.failure
+            wait_for(lambda: scrapes.count > 20, 20, "scrapes alongside the kills")
+        assert scrapes.failure is None, scrapes.failure
+        # Two live workers' files and one archive per counter and histogram type, however many died.
+        assert max(files) <= 2 * LIVE_FILES_PER_WORKER + 2, f"metric files after each kill: {files}"
+        final = Scraper(server)()
+        assert final["webchannel_messages_published_total"] == published, final
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.output()
+    assert not directory.exists(), "the supervisor left its metrics directory behind"
+    assert "Traceback" not in server.output(), server.output()

@@ -223,3 +223,45 @@ async def test_a_second_group_signal_stops_the_workers_at_once(tmp_path: Path, r
         assert "second SIGINT: stopping the workers now" in output, output
         assert output.count("SIGUSR1 from the supervisor: stopping now") == 2, output
         assert "Traceback" not in output, output
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie nobody reaped yet has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _metrics_directory(pid: int) -> Path:
+    """The metrics directory a worker was given, from its environment."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    values = [item.split(b"=", 1)[1] for item in environ if item.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    assert values, "the worker has no PROMETHEUS_MULTIPROC_DIR"
+    return Path(os.fsdecode(values[0]))
+
+
+async def test_workers_drain_and_exit_and_leave_no_metrics_directory_when_their_supervisor_is_killed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = base_config(redis={"url": redis_server.url}, server={"drain_window": DRAIN_WINDOW})
+    server = serve_in_own_group(tmp_path, config, ["--workers", "2"])
+    with group_cleanup(server):
+        server.wait_listening()
+        wait_for(lambda: workers_listening(server.output()), 20, "the workers to listen")
+        workers = set(slots(server.output()).values())
+        directory = _metrics_directory(next(iter(workers)))
+        assert directory.is_dir()
+        channel_id, token = create_channel(server.url)
+        async with subscribe(server.url, channel_id, token) as ws:
+            holder = await asyncio.to_thread(wait_for, lambda: worker_of(server.output(), ws), 10, "the access line")
+            os.kill(server.pid, signal.SIGKILL)
+            server.proc.wait(timeout=timeout(5))
+            # The worker holding the subscriber drains it as on any stop: 1012.
+            _, code = await asyncio.wait_for(closed_at(ws), timeout(DRAIN_WINDOW + 5))
+        assert code == SERVICE_RESTART, server.output()
+        wait_for(lambda: not any(_running(pid) for pid in workers), DRAIN_WINDOW + 5, "every worker to exit")
+        assert f"[{holder}] channels_api.server.daphne_server: SIGTERM: draining" in server.output()
+        wait_for(lambda: not directory.exists(), 5, f"{directory} to be removed")
+        assert "Traceback" not in server.output(), server.output()

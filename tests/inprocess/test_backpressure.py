@@ -14,18 +14,21 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
+from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
 from channels_api import layers
-from channels_api.events import relay_message
+from channels_api.events import COMMIT, relay_message
 from channels_api.layers import DRAINED_MESSAGES, PRESSURE_MESSAGES, InMemoryChannelLayer
 from channels_api.names import group_name
 from tests.common import bearer, make_token
 from tests.harness import timeout
+from webchannel_project.asgi import application
 
-from .helpers import channel_path, wait_until
+from .helpers import asgi_headers, channel_path, wait_until
 
 GROUP = "wc.backpressure"
 LONG_CAP_SECONDS = 60.0
@@ -144,3 +147,90 @@ async def test_a_publish_is_answered_only_once_a_lagging_subscriber_caught_up(as
     async with asyncio.timeout(timeout(PROMPTLY)):
         response = await answer
     assert response.status_code == 204
+
+
+class Commitment:
+    """The server's ``COMMIT`` extension, as a test drives it: draining or not, answered or not."""
+
+    def __init__(self, *, answered: bool = False) -> None:
+        self.draining: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.answered = answered
+        self.committed = False
+
+    def commit(self) -> bool:
+        if self.answered:
+            return False
+        self.committed = True
+        return True
+
+
+async def _request(method: str, channel_id: str, body: bytes, commitment: Commitment) -> ApplicationCommunicator:
+    """A request through the ASGI application whose scope carries ``commitment``."""
+    path = channel_path(channel_id)
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": method,
+        "path": unquote(path),
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": asgi_headers(bearer(make_token(channel_id)), body),
+        "extensions": {COMMIT: commitment},
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": body})
+    return communicator
+
+
+async def _status(communicator: ApplicationCommunicator, seconds: float) -> int:
+    try:
+        start = await communicator.receive_output(timeout(seconds))
+        await communicator.receive_output(timeout(seconds))  # the body
+        return int(start["status"])
+    finally:
+        communicator.stop(exceptions=False)
+
+
+async def _lagging(channel_id: str) -> str:
+    """A subscriber of ``channel_id`` with as many messages pending as a publish may leave it."""
+    layer = get_channel_layer()
+    lagging = await layer.new_channel()
+    await layer.group_add(group_name(channel_id), lagging)
+    for n in range(PRESSURE_MESSAGES):
+        await layer.group_send(group_name(channel_id), relay_message(b"%d" % n))
+    return lagging
+
+
+@pytest.mark.usefixtures("long_cap")
+async def test_a_publish_waiting_on_a_lagging_subscriber_is_answered_once_the_server_drains() -> None:
+    lagging = await _lagging("bp-drain")
+    commitment = Commitment()
+    request = await _request("POST", "bp-drain", b"late", commitment)
+    answer = asyncio.ensure_future(_status(request, 10))
+    layer = get_channel_layer()
+    await wait_until(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
+    assert commitment.committed, "the publish reached the layer uncommitted"
+    assert await _still_waiting(answer), "the publish was answered while the subscriber lagged"
+    commitment.draining.set_result(None)
+    async with asyncio.timeout(timeout(PROMPTLY)):
+        assert await answer == 204
+
+
+@pytest.mark.usefixtures("long_cap")
+async def test_a_publish_while_the_server_drains_does_not_wait_on_a_lagging_subscriber() -> None:
+    await _lagging("bp-drained")
+    commitment = Commitment()
+    commitment.draining.set_result(None)
+    request = await _request("POST", "bp-drained", b"now", commitment)
+    assert await _status(request, PROMPTLY) == 204
+    assert commitment.committed
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+async def test_a_request_the_stopping_server_already_answered_sends_nothing(method: str) -> None:
+    layer = get_channel_layer()
+    subscriber = await layer.new_channel()
+    await layer.group_add(group_name("bp-answered"), subscriber)
+    request = await _request(method, "bp-answered", b"too late", Commitment(answered=True))
+    assert await _status(request, 5) == 503  # what the application says; the server ignores it
+    assert len(layer._backlogs.get(subscriber) or ()) == 0, "the message reached the layer after its 503"

@@ -231,7 +231,12 @@ async def test_subscribe_while_redis_is_unreachable_is_accepted_then_closed_with
             connected, _ = await communicator.connect(timeout(5))
             assert connected
             message = await communicator.receive_output(timeout(5))
-        assert message == {"type": "websocket.close", "code": 4013, "reason": "layer_unavailable"}
+        assert message == {
+            "type": "websocket.close",
+            "code": 4013,
+            "reason": "try again later",
+            "webchannel.refusal": "layer_unavailable",
+        }
     finally:
         await communicator.disconnect(timeout=timeout(5))
 

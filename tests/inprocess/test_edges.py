@@ -151,7 +151,8 @@ async def test_a_subscribe_the_layer_cannot_take_is_counted_as_layer_unavailable
         assert await communicator.receive_output(timeout(5)) == {
             "type": "websocket.close",
             "code": 4013,
-            "reason": "layer_unavailable",
+            "reason": "try again later",
+            "webchannel.refusal": "layer_unavailable",
         }
     finally:
         await communicator.disconnect(timeout=timeout(5))

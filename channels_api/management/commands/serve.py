@@ -15,15 +15,17 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from channels_api import metrics
 from channels_api.apps import announce_generated_secrets
-from channels_api.config import RedisConfig, parse_listen_address
+from channels_api.config import Config, RedisConfig, parse_listen_address
 from channels_api.logs import log_action
 from channels_api.management.cli import exit_with_config_error
 from channels_api.redis_hosts import describe_host, layer_hosts
 from channels_api.server.compat import exit_if_incompatible
+from channels_api.server.metric_files import MetricsDirectory
 from channels_api.server.workers import (
     BACKLOG,
     WORKER_TIMEOUT,
     Supervisor,
+    die_with_supervisor,
     endpoint_for_fd,
     listen_on_fd,
     listening_sockets,
@@ -74,13 +76,15 @@ class Command(BaseCommand):
         )
         parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
         parser.add_argument("--heartbeat-fd", type=int, help=argparse.SUPPRESS)  # a worker's pipe to its parent
+        parser.add_argument("--supervisor-pid", type=int, help=argparse.SUPPRESS)  # a worker's parent
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["supervisor_pid"] is not None and not die_with_supervisor(options["supervisor_pid"]):
+            logger.error("the supervisor is gone: exiting")
+            return
         config = settings.WEBCHANNEL
         # Before the server's modules are imported: they subclass what the check verifies.
         exit_if_incompatible(include_redis=config.redis.enabled)
-        from channels_api.server.daphne_server import WebchannelServer
-
         _raise_open_files_limit(config.server.max_connections)
         host, port = parse_listen_address(config.server.listen_address)
         workers = options["workers"]
@@ -102,6 +106,22 @@ class Command(BaseCommand):
             os.environ.update(announce_generated_secrets())
             raise SystemExit(_supervise(host, port, workers, config.server.drain_window, options["worker_timeout"]))
         announce_generated_secrets()
+        shared_metrics = None
+        if options["supervisor_pid"] is not None:
+            shared_metrics = MetricsDirectory.join(os.environ.get(metrics.MULTIPROCESS_DIR_VARIABLE, ""))
+            if shared_metrics is None:
+                logger.error("the supervisor is gone (its metrics directory too): exiting")
+                return
+        try:
+            self._serve(config, host, port, options)
+        finally:
+            if shared_metrics is not None and shared_metrics.leave():
+                logger.info("the last worker of a supervisor that is gone: removed %s", shared_metrics.path)
+
+    def _serve(self, config: Config, host: str, port: int, options: dict[str, Any]) -> None:
+        """Run one Daphne process until it has drained."""
+        from channels_api.server.daphne_server import WebchannelServer  # after the check of handle()
+
         if options["listen_fd"] is not None:
             endpoints = [endpoint_for_fd(options["listen_fd"])]
         else:
@@ -145,5 +165,5 @@ def _supervise(host: str, port: int, workers: int, drain_window: float, worker_t
     bound_host, bound_port = sockets[0].getsockname()[:2]
     # The same line Daphne prints, so tools waiting for it work with workers too.
     logger.info("Listening on TCP address %s:%s", bound_host, bound_port)
-    with metrics.shared_between_workers():
-        return Supervisor(sockets, drain_window, worker_timeout).run()
+    with metrics.shared_between_workers() as directory:
+        return Supervisor(sockets, drain_window, worker_timeout, directory).run()
