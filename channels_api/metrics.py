@@ -33,6 +33,18 @@ FLUSH_SECONDS = 0.5
 # The *_created series double the scrape for no use here.
 disable_created_metrics()
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+"""The methods a ``method`` label may name; any other is :data:`OTHER_METHOD`."""
+OTHER_METHOD = "other"
+"""The ``method`` label of a request whose method is not one of :data:`HTTP_METHODS`: a client
+may send any token as a method, and each distinct label value would be a series kept for ever."""
+
+
+def method_label(method: str | None) -> str:
+    """The ``method`` label for a request's method: itself if standard, else ``other``."""
+    return method if method in HTTP_METHODS else OTHER_METHOD
+
+
 messages_published = Counter("webchannel_messages_published", "Messages accepted by POST /webchannel/v1/channels/{id}.")
 messages_published_bytes = Counter("webchannel_messages_published_bytes", "Payload bytes of accepted messages.")
 
