@@ -42,7 +42,7 @@ from twisted.web import http
 from .. import metrics
 from ..limits import body_limit
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
-from ..problems import PROBLEM_CONTENT_TYPE, problem_body
+from ..problems import PROBLEM_CONTENT_TYPE, problem_body, problem_message
 
 INTERNALS = (
     ("daphne", "daphne.http_protocol", "WebRequest"),
@@ -181,7 +181,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         self.requestHeaders.removeHeader(b"expect")
         detail = f"the body must be at most {self.body_limit} bytes"
         transport = self.channel.transport
-        transport.write(_raw_problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail))
+        transport.write(problem_message(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail))
         reactor.callLater(LINGER_SECONDS, transport.abortConnection)
 
     def answer_shutting_down(self) -> None:
@@ -190,7 +190,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         detail = "the server is shutting down; retry"
         if not self.complete:  # still uploading: Twisted has no request line to answer with yet
             self.refused = True
-            self.channel.transport.write(_raw_problem(HTTPStatus.SERVICE_UNAVAILABLE, detail))
+            self.channel.transport.write(problem_message(HTTPStatus.SERVICE_UNAVAILABLE, detail))
             self.channel.loseConnection()
         elif not self._response_started:
             self.basic_error(HTTPStatus.SERVICE_UNAVAILABLE, b"Service Unavailable", detail)
@@ -242,16 +242,6 @@ def _text(channel: Any, name: str) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else ""
 
 
-def _raw_problem(status: HTTPStatus, detail: str) -> bytes:
-    """A complete HTTP/1.1 problem+json response that closes the connection."""
-    body = problem_body(status, detail)
-    head = (
-        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
-
-
 class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
     """Twisted's HTTP/1.1 channel, answering problem+json where it would hang up or say a bare 400.
 
@@ -283,7 +273,7 @@ class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
 
     def _answer_and_close(self, status: HTTPStatus, detail: str) -> None:
         transport: Any = self.transport
-        transport.write(_raw_problem(status, detail))
+        transport.write(problem_message(status, detail))
         self.loseConnection()
 
 
