@@ -92,5 +92,10 @@ not_found = _handler(HTTPStatus.NOT_FOUND, "no such resource")
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """Django's handler500."""
-    return problem_response(Problem(HTTPStatus.INTERNAL_SERVER_ERROR, "unexpected server error"))
+    """Django's handler500: an unexpected exception, answered in problem+json.
+
+    Unlike every other problem, not marked as logged: Django's handler then logs it once,
+    at ERROR on ``django.request`` with its traceback.
+    """
+    body = problem_body(HTTPStatus.INTERNAL_SERVER_ERROR, "unexpected server error")
+    return HttpResponse(body, status=HTTPStatus.INTERNAL_SERVER_ERROR, content_type=PROBLEM_CONTENT_TYPE)
