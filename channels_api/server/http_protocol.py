@@ -4,7 +4,7 @@
 as soon as it passes the limit) instead of letting Twisted spool it first, never parses
 form bodies, and answers Daphne's and Twisted's own errors in problem+json.
 An event stream's (``text/event-stream``) unsent bytes are bounded like a subscriber
-socket's, and a drain can end it.
+socket's, a drain can end it, and it gets its access-log line however it ends.
 :class:`WebchannelHTTPFactory` keeps track of its connections so that a drain can close
 the idle keep-alive ones and have the busy ones close after their response.
 
@@ -14,12 +14,17 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
   ``handle_reply`` (overridden; the last logs through the server's ``log_action``), and the
   ``_response_started`` its ``__init__`` sets;
   ``daphne.http_protocol.HTTPFactory`` (subclassed): ``buildProtocol``, ``log``.
+- Daphne ``daphne.http_protocol.WebRequest``: ``finish`` and ``connectionLost``
+  (overridden, for an event stream's access-log line), and the ``server``,
+  ``client_addr`` and ``request_start`` its ``__init__`` and ``process`` set (``duration``
+  reads the last).
 - Twisted ``twisted.web.http.Request``: ``gotLength``, ``handleContentChunk`` and
   ``requestReceived`` (overridden), the ``parsePOSTFormSubmission`` argument of its
   ``__init__`` (kept in ``_parsePOSTFormSubmission``), ``requestHeaders``,
-  ``responseHeaders``, ``channel``, ``client`` (the peer) and ``startedWriting``; for an
-  event stream, ``registerProducer`` (its producer is paused through the channel's
-  ``pauseProducing`` while the transport's buffer is full) and ``finished``.
+  ``responseHeaders``, ``channel``, ``client`` (the peer), ``code``, ``method``, ``uri``,
+  ``sentLength`` and ``startedWriting``; for an event stream, ``registerProducer`` (its
+  producer is paused through the channel's ``pauseProducing`` while the transport's buffer is
+  full) and ``finished``.
 - Twisted ``twisted.web.http.HTTPChannel`` (subclassed): ``_command`` and ``_path`` (the
   request line, held until the body is complete, read to choose the body limit),
   ``_respondToBadRequestAndDisconnect`` and ``checkPersistence`` (overridden), ``getHost``
@@ -73,6 +78,16 @@ INTERNALS = (
     ("twisted", "twisted.web.http.HTTPChannel", "requests", "__init__"),
     ("twisted", "twisted.web.http.HTTPChannel", "persistent"),
     ("twisted", "twisted.web.http.HTTPChannel", "requestFactory"),
+    ("daphne", "daphne.http_protocol.WebRequest", "finish"),
+    ("daphne", "daphne.http_protocol.WebRequest", "connectionLost"),
+    ("daphne", "daphne.http_protocol.WebRequest", "server", "__init__"),
+    ("daphne", "daphne.http_protocol.WebRequest", "client_addr", "process"),
+    ("daphne", "daphne.http_protocol.WebRequest", "request_start", "process"),
+    ("daphne", "daphne.http_protocol.WebRequest", "duration"),
+    ("twisted", "twisted.web.http.Request", "code"),
+    ("twisted", "twisted.web.http.Request", "method"),
+    ("twisted", "twisted.web.http.Request", "uri"),
+    ("twisted", "twisted.web.http.Request", "sentLength"),
 )
 
 reactor: Any = _reactor
@@ -89,6 +104,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
     body_received = 0
     event_stream = False
     """The response is a ``text/event-stream``: its unsent bytes are bounded like a subscriber socket's."""
+    stream_logged = False
     paused = False
     unsent_while_paused = 0
     too_slow = False
@@ -134,20 +150,53 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         return super().process()
 
     def handle_reply(self, message: dict[str, Any]) -> None:
-        if self.event_stream and message["type"] == "http.response.body" and not self._may_write(message):
-            return
-        if message["type"] == "http.response.start" and _is_event_stream(message):
+        silent = False
+        if self.event_stream and message["type"] == "http.response.body":
+            if not self._may_write(message):
+                return
+            # The stream's line is written as it ends (see _log_stream), not by Daphne here.
+            silent = not message.get("more_body", False)
+        elif message["type"] == "http.response.start" and _is_event_stream(message):
             self._start_event_stream()
-        if self.access_client is None:
+        if self.access_client is None and not silent:
             super().handle_reply(message)
             return
-        with access_note(AccessNote(self.access_client)):  # the access log names the forwarded client
+        # The access log names the client a trusted proxy forwarded.
+        with access_note(AccessNote(self.access_client, silent=silent)):
             super().handle_reply(message)
 
     def _start_event_stream(self) -> None:
         """Watch the transport's buffer from now on, as a subscriber socket does."""
         self.event_stream = True
         self.registerProducer(_StreamProducer(self), True)
+
+    def finish(self) -> None:
+        super().finish()
+        if self.event_stream:
+            self._log_stream()
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        if self.event_stream:
+            self._log_stream()
+
+    def _log_stream(self) -> None:
+        """The access-log line of an event stream, once, as it ends: whether the application
+        ended it (its channel closed, its reader fell behind), a drain did, or the client
+        went away (Daphne logs a response only when the application completes it)."""
+        if self.stream_logged:
+            return
+        self.stream_logged = True
+        details = {
+            "path": self.uri.decode("ascii", "replace"),
+            "status": self.code,
+            "method": self.method.decode("ascii", "replace"),
+            "client": f"{self.client_addr[0]}:{self.client_addr[1]}" if self.client_addr else None,
+            "time_taken": self.duration(),
+            "size": self.sentLength,
+        }
+        with access_note(AccessNote(self.access_client)):
+            self.server.log_action("http", "complete", details)
 
     def _may_write(self, message: dict[str, Any]) -> bool:
         """False, and the stream cut off, when ``message`` would take what a stalled reader
@@ -196,7 +245,16 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
             self.basic_error(HTTPStatus.SERVICE_UNAVAILABLE, b"Service Unavailable", detail)
 
     def basic_error(self, status: int, status_text: bytes, body: str) -> None:
-        """Daphne's own errors (bad header, bad path), as problem+json like every other error."""
+        """Daphne's own errors (bad header, bad path, the application's crash), as problem+json
+        like every other error.
+
+        Once a response has begun (an event stream whose application crashed) no error can be
+        answered: the connection is closed instead, so the client sees the response cut short.
+        """
+        if self._response_started:
+            if self.channel is not None:
+                self.channel.loseConnection()
+            return
         document = problem_body(HTTPStatus(status), body)
         self.handle_reply(
             {

@@ -497,6 +497,30 @@ def websocket_handshake(base_url: str, target: str, headers: dict[str, str] | No
     return int(answer.split(b"\r\n", 1)[0].split()[1])
 
 
+# --- event streams -----------------------------------------------------------------------------
+
+STREAM_OPENING = b": stream open\n\n"
+"""The first bytes of every event stream."""
+
+
+def open_event_stream(server: ServerProcess, channel_id: str, token: str, rcvbuf: int | None = None) -> socket.socket:
+    """An event stream on a raw socket, read up to its opening comment (nothing further)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout(10))
+    sock.connect((server.host, server.port))
+    path = f"{CHANNELS}/{quote(channel_id, safe='')}/events?access_token={quote(token, safe='')}"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    head = b""
+    while not head.endswith(STREAM_OPENING):
+        chunk = sock.recv(1)  # byte by byte: nothing past the opening is read
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
 # --- raw HTTP --------------------------------------------------------------------------------
 
 
@@ -558,6 +582,17 @@ def raw_request(base_url: str, request: bytes, seconds: float = 10) -> RawRespon
             if not chunk:
                 return _parse_response(data, closed=True)
             data += chunk
+
+
+def read_response(sock: socket.socket, seconds: float = 10) -> RawResponse:
+    """The next response on a (keep-alive) connection, head and body."""
+    data = b""
+    sock.settimeout(timeout(seconds))
+    while (parsed := _parse_response(data)) is None:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before a whole response: {data[:300]!r}"
+        data += chunk
+    return parsed
 
 
 def _parse_response(data: bytes, closed: bool = False) -> RawResponse | None:
