@@ -121,6 +121,13 @@ websocket_refused = Counter("webchannel_websocket_refused", "Subscribe handshake
 websocket_closed = Counter(
     "webchannel_websocket_closed", "Subscriber sockets closed by the server, by close code.", ["code"]
 )
+http_connections_closed = Counter(
+    "webchannel_http_connections_closed",
+    "HTTP connections the server closed to protect itself, by reason: request_head_timeout (the "
+    "request head was not complete in time), evicted_idle (an idle keep-alive connection closed to "
+    "make room at server.max_http_connections), max_http_connections (a new connection answered 503).",
+    ["reason"],
+)
 delivery_lag = Histogram(
     "webchannel_delivery_lag_seconds",
     "From a publish being accepted to the last local subscriber's frame being written; once per message "
