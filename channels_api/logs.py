@@ -206,7 +206,8 @@ class AccessNote:
     refusal: str | None = None
     """Why the application refused the WebSocket (a ``RefusalReason`` value)."""
     silent: bool = False
-    """The event needs no line of its own (the disconnect of a handshake already logged as refused)."""
+    """The event needs no line of its own (the disconnect of a handshake already logged as refused,
+    the end of an event stream, whose line the server writes itself)."""
 
 
 _NO_NOTE = AccessNote()
@@ -244,6 +245,8 @@ def log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
     gave (the ``reason`` label of ``webchannel_websocket_refused_total``).
     """
     note = _note.get()
+    if note.silent:
+        return
     path = redact_path(str(details.get("path", "")))
     client = note.client or details.get("client") or "-"
     if protocol == "http" and action == "complete":
@@ -258,5 +261,5 @@ def log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
             (details.get("time_taken") or 0) * 1000,
             f" key={key_name}" if key_name else "",
         )
-    elif protocol == "websocket" and action != "connecting" and not note.silent:
+    elif protocol == "websocket" and action != "connecting":
         access_logger.info('%s "WS %s" %s', client, path, f"refused {note.refusal}" if note.refusal else action)

@@ -35,6 +35,18 @@ FLUSH_SECONDS = 0.5
 # The *_created series double the scrape for no use here.
 disable_created_metrics()
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+"""The methods a ``method`` label may name; any other is :data:`OTHER_METHOD`."""
+OTHER_METHOD = "other"
+"""The ``method`` label of a request whose method is not one of :data:`HTTP_METHODS`: a client
+may send any token as a method, and each distinct label value would be a series kept for ever."""
+
+
+def method_label(method: str | None) -> str:
+    """The ``method`` label for a request's method: itself if standard, else ``other``."""
+    return method if method in HTTP_METHODS else OTHER_METHOD
+
+
 messages_published = Counter("webchannel_messages_published", "Messages accepted by POST /webchannel/v1/channels/{id}.")
 messages_published_bytes = Counter("webchannel_messages_published_bytes", "Payload bytes of accepted messages.")
 
@@ -116,6 +128,13 @@ publishes_rate_limited = Counter(
 websocket_refused = Counter("webchannel_websocket_refused", "Subscribe handshakes refused, by reason.", ["reason"])
 websocket_closed = Counter(
     "webchannel_websocket_closed", "Subscriber sockets closed by the server, by close code.", ["code"]
+)
+http_connections_closed = Counter(
+    "webchannel_http_connections_closed",
+    "HTTP connections the server closed to protect itself, by reason: request_head_timeout (the "
+    "request head was not complete in time), evicted_idle (an idle keep-alive connection closed to "
+    "make room at server.max_http_connections), max_http_connections (a new connection answered 503).",
+    ["reason"],
 )
 delivery_lag = Histogram(
     "webchannel_delivery_lag_seconds",

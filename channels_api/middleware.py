@@ -16,12 +16,23 @@ from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddl
 from django.utils.decorators import async_only_middleware
 from django_prometheus.middleware import Metrics
 
+from .metrics import method_label
+
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+UNROUTED_VIEW = "<unnamed view>"
+"""The ``view`` label of every request no route matched (django-prometheus's own value)."""
 
 
 @async_only_middleware
 def prometheus_middleware(get_response: GetResponse) -> Callable[[HttpRequest], Awaitable[HttpResponseBase]]:
-    """django-prometheus's per-view metrics: responses by status/view/method and latency by view/method."""
+    """django-prometheus's per-view metrics: responses by status/view/method and latency by view/method.
+
+    Every label value is the server's own: the status it answered, the name of the route
+    (one fixed value for every unrouted path) and the method when it is a standard one
+    (:func:`~channels_api.metrics.method_label`). Nothing the client sends becomes a label
+    value, so the number of series stays bounded.
+    """
     metrics = Metrics.get_instance()
     by_status = metrics.responses_by_status_view_method
     latency = metrics.requests_latency_by_view_method
@@ -30,8 +41,8 @@ def prometheus_middleware(get_response: GetResponse) -> Callable[[HttpRequest], 
         started = time.perf_counter()
         response = await get_response(request)
         match = request.resolver_match
-        view = (match.view_name if match else None) or "<unnamed view>"
-        method = request.method or ""
+        view = (match.view_name if match else None) or UNROUTED_VIEW
+        method = method_label(request.method)
         by_status.labels(str(response.status_code), view, method).inc()
         latency.labels(view, method).observe(time.perf_counter() - started)
         return response

@@ -80,6 +80,8 @@ class Presence:
         self.others: dict[str, int] = {}
         """Sum over the other processes of their counts, as of the last refresh."""
         self._changed: set[str] = set()
+        """Groups whose count changed since the last write to Redis; kept only while a refresh
+        task runs to write (and empty) it, so without Redis nothing outlives its channel."""
         self.waiting = 0
         """Publishers waiting for a listener now (:meth:`wait_for_listener`)."""
         self._waiters: dict[str, list[asyncio.Future[int]]] = {}
@@ -101,11 +103,12 @@ class Presence:
         """A subscriber of ``group`` now receives its messages (after joining the channel layer's group)."""
         n = self.local.get(group, 0) + 1
         self.local[group] = n
-        self._changed.add(group)
         if n == 1:
             self.start()
             if self._wake is not None:
                 self._wake.set()  # a first listener is written now: a waiting publisher may be elsewhere
+        if self._task is not None:
+            self._changed.add(group)
         self._found(group, n)
 
     def left(self, group: str) -> None:
@@ -115,7 +118,8 @@ class Presence:
             self.local[group] = n
         else:
             self.local.pop(group, None)
-        self._changed.add(group)
+        if self._task is not None:
+            self._changed.add(group)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -263,7 +267,8 @@ class Presence:
             return
         self._client = _client(target[0])
         self._wake = asyncio.Event()
-        self._rewrite, self._peers, self.others = True, {}, {}
+        # The first write rewrites every count: no change noted before it matters.
+        self._rewrite, self._changed, self._peers, self.others = True, set(), {}, {}
         self._task = loop.create_task(self._run(), name="webchannel presence")
 
     def _target(self) -> RedisTarget | None:
@@ -358,8 +363,7 @@ class Presence:
             pipe.hgetall(registry)
             results = await pipe.execute()
         except BaseException:
-            self._changed |= changed
-            self._rewrite = True
+            self._rewrite = True  # the next write rewrites every count: the changes need not be kept
             raise
         self._stale_peers = []
         # Lost before this write, and holding counts this write did not carry: write them all, soon.

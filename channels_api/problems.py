@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from http import HTTPStatus
 from typing import Any
 
@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 
 from .exceptions import Problem
 
-__all__ = ["PROBLEM_CONTENT_TYPE", "Problem", "api_view", "problem_body", "problem_response"]
+__all__ = ["PROBLEM_CONTENT_TYPE", "Problem", "api_view", "problem_body", "problem_message", "problem_response"]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -25,6 +25,21 @@ def problem_body(status: HTTPStatus, detail: str | None = None) -> bytes:
     return json.dumps(document).encode()
 
 
+def problem_message(status: HTTPStatus, detail: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A complete HTTP/1.1 problem+json response that closes the connection, for the server's
+    protocols to write themselves (below Django). The status line carries the standard reason
+    phrase only, never text the client sent."""
+    body = problem_body(status, detail)
+    head = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        f"Content-Type: {PROBLEM_CONTENT_TYPE}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in headers),
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
+
+
 def problem_response(problem: Problem) -> HttpResponse:
     """Render a :class:`Problem` for Django."""
     response = HttpResponse(
@@ -34,7 +49,7 @@ def problem_response(problem: Problem) -> HttpResponse:
     )
     for name, value in problem.headers.items():
         response[name] = value
-    # Expected answers, already in the access log: keep django.request from logging each one
+    # An expected answer, already in the access log: keep django.request from logging it
     # (and from a thread hop to do it).
     response._has_been_logged = True  # type: ignore[attr-defined]
     return response
@@ -77,5 +92,10 @@ not_found = _handler(HTTPStatus.NOT_FOUND, "no such resource")
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """Django's handler500."""
-    return problem_response(Problem(HTTPStatus.INTERNAL_SERVER_ERROR, "unexpected server error"))
+    """Django's handler500: an unexpected exception, answered in problem+json.
+
+    Unlike every other problem, not marked as logged: Django's handler then logs it once,
+    at ERROR on ``django.request`` with its traceback.
+    """
+    body = problem_body(HTTPStatus.INTERNAL_SERVER_ERROR, "unexpected server error")
+    return HttpResponse(body, status=HTTPStatus.INTERNAL_SERVER_ERROR, content_type=PROBLEM_CONTENT_TYPE)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import re
@@ -300,12 +299,13 @@ async def readyz(request: HttpRequest) -> HttpResponse:
 
 
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """User and password of an ``Authorization: Basic`` header; None when it is absent or unreadable."""
     scheme, _, encoded = (header or "").partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
         user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII text to decode, or not UTF-8 inside
         return None
     return (user, password) if sep else None
 

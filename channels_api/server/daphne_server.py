@@ -160,6 +160,7 @@ class WebchannelServer(Server):  # type: ignore[misc]
         kwargs["websocket_max_message_size"] = kwargs["websocket_max_frame_size"] = config.channel.max_message_size
         kwargs["signal_handlers"] = False
         super().__init__(*args, **kwargs)
+        self.server_config = config.server
         self.drain_window = config.server.drain_window
         self.max_backlog_bytes = config.server.max_backlog_bytes
         self.draining = False
@@ -184,7 +185,9 @@ class WebchannelServer(Server):  # type: ignore[misc]
 
     @http_factory.setter
     def http_factory(self, factory: HTTPFactory) -> None:
-        self._http_factory = factory if isinstance(factory, WebchannelHTTPFactory) else WebchannelHTTPFactory(self)
+        if not isinstance(factory, WebchannelHTTPFactory):
+            factory = WebchannelHTTPFactory(self, self.server_config)
+        self._http_factory = factory
 
     def run(self) -> None:
         # runserver's autoreloader runs the server in a thread, where signals cannot be handled.

@@ -4,9 +4,17 @@
 as soon as it passes the limit) instead of letting Twisted spool it first, never parses
 form bodies, and answers Daphne's and Twisted's own errors in problem+json.
 An event stream's (``text/event-stream``) unsent bytes are bounded like a subscriber
-socket's, and a drain can end it.
-:class:`WebchannelHTTPFactory` keeps track of its connections so that a drain can close
-the idle keep-alive ones and have the busy ones close after their response.
+socket's, a drain can end it, and it gets its access-log line however it ends.
+
+:class:`WebchannelHTTPChannel` gives a client ``server.request_head_timeout`` seconds to send
+a complete request head (request line and headers), counted from the connection's opening
+and, on a keep-alive connection, from the first byte of each later request; a connection
+idle between requests is closed after :data:`IDLE_TIMEOUT_SECONDS`.
+:class:`WebchannelHTTPFactory` counts the open HTTP connections (not those upgraded to
+WebSocket, nor event streams: ``server.max_connections`` bounds those) and holds them to
+``server.max_http_connections``: at the cap a new connection closes the longest idle
+keep-alive one to make room, or, when none is idle, is answered 503 and closed. A drain
+closes the idle keep-alive ones and has the busy ones close after their response.
 
 Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
 
@@ -14,23 +22,36 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
   ``handle_reply`` (overridden; the last logs through the server's ``log_action``), and the
   ``_response_started`` its ``__init__`` sets;
   ``daphne.http_protocol.HTTPFactory`` (subclassed): ``buildProtocol``, ``log``.
+- Daphne ``daphne.http_protocol.WebRequest``: ``finish`` and ``connectionLost``
+  (overridden, for an event stream's access-log line), and the ``server``,
+  ``client_addr`` and ``request_start`` its ``__init__`` and ``process`` set (``duration``
+  reads the last). ``process`` hands an upgraded connection to the WebSocket protocol and
+  sets the request's ``transport`` to None, which is how an upgrade is recognised.
 - Twisted ``twisted.web.http.Request``: ``gotLength``, ``handleContentChunk`` and
   ``requestReceived`` (overridden), the ``parsePOSTFormSubmission`` argument of its
   ``__init__`` (kept in ``_parsePOSTFormSubmission``), ``requestHeaders``,
-  ``responseHeaders``, ``channel``, ``client`` (the peer) and ``startedWriting``; for an
-  event stream, ``registerProducer`` (its producer is paused through the channel's
-  ``pauseProducing`` while the transport's buffer is full) and ``finished``.
+  ``responseHeaders``, ``channel``, ``client`` (the peer), ``transport``, ``code``,
+  ``method``, ``uri``, ``sentLength`` and ``startedWriting``; for an event stream,
+  ``registerProducer`` (its producer is paused through the channel's ``pauseProducing``
+  while the transport's buffer is full) and ``finished``.
 - Twisted ``twisted.web.http.HTTPChannel`` (subclassed): ``_command`` and ``_path`` (the
   request line, held until the body is complete, read to choose the body limit),
   ``_respondToBadRequestAndDisconnect`` and ``checkPersistence`` (overridden), ``getHost``
-  (overridden: asked once per connection), and the ``requests``, ``persistent`` and
+  (overridden: asked once per connection), ``connectionMade``, ``dataReceived``,
+  ``lineReceived``, ``allHeadersReceived``, ``requestDone``, ``timeoutConnection`` and ``connectionLost``
+  (overridden: the head timeout and the connection count), the ``timeOut`` of its
+  ``TimeoutMixin`` (the idle timeout it restores after each request, kept in
+  ``_savedTimeOut`` while a request is handled) and ``resetTimeout`` (overridden: bytes of
+  a head do not extend its deadline), and the ``requests``, ``persistent`` and
   ``requestFactory`` of a connection.
+- Twisted ``twisted.internet.tcp.Connection.loseWriteConnection``: a connection refused at
+  the cap is half-closed after its 503, so the client reads the answer before the close.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
-import weakref
 from http import HTTPStatus
 from typing import Any
 
@@ -40,9 +61,10 @@ from twisted.internet import reactor as _reactor
 from twisted.web import http
 
 from .. import metrics
+from ..config import ServerConfig
 from ..limits import body_limit
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
-from ..problems import PROBLEM_CONTENT_TYPE, problem_body
+from ..problems import PROBLEM_CONTENT_TYPE, problem_body, problem_message
 
 INTERNALS = (
     ("daphne", "daphne.http_protocol", "WebRequest"),
@@ -73,13 +95,42 @@ INTERNALS = (
     ("twisted", "twisted.web.http.HTTPChannel", "requests", "__init__"),
     ("twisted", "twisted.web.http.HTTPChannel", "persistent"),
     ("twisted", "twisted.web.http.HTTPChannel", "requestFactory"),
+    ("daphne", "daphne.http_protocol.WebRequest", "finish"),
+    ("daphne", "daphne.http_protocol.WebRequest", "connectionLost"),
+    ("daphne", "daphne.http_protocol.WebRequest", "server", "__init__"),
+    ("daphne", "daphne.http_protocol.WebRequest", "client_addr", "process"),
+    ("daphne", "daphne.http_protocol.WebRequest", "request_start", "process"),
+    ("daphne", "daphne.http_protocol.WebRequest", "duration"),
+    ("daphne", "daphne.http_protocol.WebRequest", "transport", "process"),
+    ("twisted", "twisted.web.http.Request", "transport", "__init__"),
+    ("twisted", "twisted.web.http.Request", "code"),
+    ("twisted", "twisted.web.http.Request", "method"),
+    ("twisted", "twisted.web.http.Request", "uri"),
+    ("twisted", "twisted.web.http.Request", "sentLength"),
+    ("twisted", "twisted.web.http.HTTPChannel", "connectionMade"),
+    ("twisted", "twisted.web.http.HTTPChannel", "dataReceived"),
+    ("twisted", "twisted.web.http.HTTPChannel", "lineReceived"),
+    ("twisted", "twisted.web.http.HTTPChannel", "allHeadersReceived"),
+    ("twisted", "twisted.web.http.HTTPChannel", "requestDone"),
+    ("twisted", "twisted.web.http.HTTPChannel", "timeoutConnection"),
+    ("twisted", "twisted.web.http.HTTPChannel", "connectionLost"),
+    ("twisted", "twisted.web.http.HTTPChannel", "timeOut"),
+    ("twisted", "twisted.web.http.HTTPChannel", "_savedTimeOut"),
+    ("twisted", "twisted.web.http.HTTPChannel", "resetTimeout"),
+    ("twisted", "twisted.internet.tcp.Connection", "loseWriteConnection"),
 )
 
 reactor: Any = _reactor
 logger = logging.getLogger(__name__)
 
 LINGER_SECONDS = 2.0
-"""How long a refused body is still read (and discarded) before the connection is cut."""
+"""How long a refused body (or the request of a connection refused at the cap) is still read,
+and discarded, before the connection is cut."""
+IDLE_TIMEOUT_SECONDS = 60.0
+"""A keep-alive connection idle between requests is closed after this long; it is also the
+longest silence allowed while a request body is uploading (Twisted's own default)."""
+BUSY_RETRY_AFTER_SECONDS = 2
+"""``Retry-After`` of the 503 answered to a connection over ``server.max_http_connections``."""
 
 
 class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
@@ -89,6 +140,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
     body_received = 0
     event_stream = False
     """The response is a ``text/event-stream``: its unsent bytes are bounded like a subscriber socket's."""
+    stream_logged = False
     paused = False
     unsent_while_paused = 0
     too_slow = False
@@ -131,23 +183,66 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         if networks and peer:
             forwarded = [v.decode("latin-1") for v in self.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
             self.access_client = forwarded_client(str(peer), forwarded, networks)
-        return super().process()
+        channel = self.channel
+        processed = super().process()
+        if self.transport is None:  # Daphne handed the connection to the WebSocket protocol
+            channel.factory.stop_counting(channel)
+        return processed
 
     def handle_reply(self, message: dict[str, Any]) -> None:
-        if self.event_stream and message["type"] == "http.response.body" and not self._may_write(message):
-            return
-        if message["type"] == "http.response.start" and _is_event_stream(message):
+        silent = False
+        if self.event_stream and message["type"] == "http.response.body":
+            if not self._may_write(message):
+                return
+            # The stream's line is written as it ends (see _log_stream), not by Daphne here.
+            silent = not message.get("more_body", False)
+        elif message["type"] == "http.response.start" and _is_event_stream(message):
             self._start_event_stream()
-        if self.access_client is None:
+        if self.access_client is None and not silent:
             super().handle_reply(message)
             return
-        with access_note(AccessNote(self.access_client)):  # the access log names the forwarded client
+        # The access log names the client a trusted proxy forwarded.
+        with access_note(AccessNote(self.access_client, silent=silent)):
             super().handle_reply(message)
 
     def _start_event_stream(self) -> None:
-        """Watch the transport's buffer from now on, as a subscriber socket does."""
+        """Watch the transport's buffer from now on, as a subscriber socket does, and stop
+        counting the connection among the HTTP ones: a subscriber's count bounds it."""
         self.event_stream = True
         self.registerProducer(_StreamProducer(self), True)
+        # The connection ends with the stream (an EventSource reconnects on a new one), so it
+        # never returns to the HTTP connections uncounted.
+        self.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        self.channel.persistent = False
+        self.channel.factory.stop_counting(self.channel)
+
+    def finish(self) -> None:
+        super().finish()
+        if self.event_stream:
+            self._log_stream()
+
+    def connectionLost(self, reason: Any) -> None:
+        super().connectionLost(reason)
+        if self.event_stream:
+            self._log_stream()
+
+    def _log_stream(self) -> None:
+        """The access-log line of an event stream, once, as it ends: whether the application
+        ended it (its channel closed, its reader fell behind), a drain did, or the client
+        went away (Daphne logs a response only when the application completes it)."""
+        if self.stream_logged:
+            return
+        self.stream_logged = True
+        details = {
+            "path": self.uri.decode("ascii", "replace"),
+            "status": self.code,
+            "method": self.method.decode("ascii", "replace"),
+            "client": f"{self.client_addr[0]}:{self.client_addr[1]}" if self.client_addr else None,
+            "time_taken": self.duration(),
+            "size": self.sentLength,
+        }
+        with access_note(AccessNote(self.access_client)):
+            self.server.log_action("http", "complete", details)
 
     def _may_write(self, message: dict[str, Any]) -> bool:
         """False, and the stream cut off, when ``message`` would take what a stalled reader
@@ -181,7 +276,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         self.requestHeaders.removeHeader(b"expect")
         detail = f"the body must be at most {self.body_limit} bytes"
         transport = self.channel.transport
-        transport.write(_raw_problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail))
+        transport.write(problem_message(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail))
         reactor.callLater(LINGER_SECONDS, transport.abortConnection)
 
     def answer_shutting_down(self) -> None:
@@ -190,13 +285,22 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         detail = "the server is shutting down; retry"
         if not self.complete:  # still uploading: Twisted has no request line to answer with yet
             self.refused = True
-            self.channel.transport.write(_raw_problem(HTTPStatus.SERVICE_UNAVAILABLE, detail))
+            self.channel.transport.write(problem_message(HTTPStatus.SERVICE_UNAVAILABLE, detail))
             self.channel.loseConnection()
         elif not self._response_started:
             self.basic_error(HTTPStatus.SERVICE_UNAVAILABLE, b"Service Unavailable", detail)
 
     def basic_error(self, status: int, status_text: bytes, body: str) -> None:
-        """Daphne's own errors (bad header, bad path), as problem+json like every other error."""
+        """Daphne's own errors (bad header, bad path, the application's crash), as problem+json
+        like every other error.
+
+        Once a response has begun (an event stream whose application crashed) no error can be
+        answered: the connection is closed instead, so the client sees the response cut short.
+        """
+        if self._response_started:
+            if self.channel is not None:
+                self.channel.loseConnection()
+            return
         document = problem_body(HTTPStatus(status), body)
         self.handle_reply(
             {
@@ -242,24 +346,104 @@ def _text(channel: Any, name: str) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else ""
 
 
-def _raw_problem(status: HTTPStatus, detail: str) -> bytes:
-    """A complete HTTP/1.1 problem+json response that closes the connection."""
-    body = problem_body(status, detail)
-    head = (
-        f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+class Phase(enum.Enum):
+    """Where a connection is between requests, for its timeouts and the connection cap."""
+
+    HEAD = "head"
+    """A request head is awaited or arriving: ``server.request_head_timeout`` runs, unmoved by its bytes."""
+    REQUEST = "request"
+    """Its body is arriving (Twisted's idle timeout) or it is being handled (no timeout)."""
+    IDLE = "idle"
+    """A keep-alive connection between requests: closed after :data:`IDLE_TIMEOUT_SECONDS`,
+    or sooner to make room at ``server.max_http_connections``."""
+    REFUSED = "refused"
+    """Over the cap: answered 503; what the client sends is discarded until the close."""
 
 
 class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
-    """Twisted's HTTP/1.1 channel, answering problem+json where it would hang up or say a bare 400.
+    """Twisted's HTTP/1.1 channel, answering problem+json where it would hang up or say a bare 400,
+    with a deadline for each request head and a place under the factory's connection cap.
 
     Responses keep Twisted's buffered write: sent at once (as subscriber frames are), a publish
     cost 5% less CPU, but with many publishers on one process some were answered much later
     than others (the benchmark's throughput p99 went from 8 to 13 ms)."""
 
     _host: Any = None
+    factory: WebchannelHTTPFactory
+    phase = Phase.HEAD
+
+    def connectionMade(self) -> None:
+        # Twisted starts its timer with this, from the connection's opening (its factory sets floats here too).
+        self.timeOut = self.factory.head_timeout  # type: ignore[assignment]
+        super().connectionMade()
+        if not self.factory.admit(self):
+            self._refuse_busy()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.phase is Phase.IDLE:  # the first byte of the next request
+            self._begin_head()
+        elif self.phase is Phase.REFUSED:
+            return
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        # The next request's lines may also come from what was read with the previous one
+        # (pipelined), without a dataReceived of their own.
+        if self.phase is Phase.IDLE:
+            self._begin_head()
+        super().lineReceived(line)
+
+    def _begin_head(self) -> None:
+        self.factory.idle.pop(self, None)
+        self.phase = Phase.HEAD
+        # A new timer rather than the idle one moved sooner: Twisted finds a timer to move
+        # sooner by a scan of every pending one, a cancel and a new timer cost a heap push.
+        self.setTimeout(None)
+        self.setTimeout(self.factory.head_timeout)
+
+    def resetTimeout(self) -> None:
+        # Twisted's timeout is an idle timeout, which a byte every few seconds would keep off
+        # for ever: a head's deadline stays where it was set.
+        if self.phase is not Phase.HEAD:
+            super().resetTimeout()
+
+    def allHeadersReceived(self) -> None:
+        self.phase = Phase.REQUEST
+        self.setTimeout(IDLE_TIMEOUT_SECONDS)  # while the body arrives; restored after the request
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        if self.persistent:
+            self.phase = Phase.IDLE  # a pipelined request's bytes, replayed now, begin its head
+            self.factory.became_idle(self)
+            super().requestDone(request)
+            return
+        super().requestDone(request)  # closes once the response is written...
+        self.setTimeout(IDLE_TIMEOUT_SECONDS)  # ...which a client that does not read would put off for ever
+
+    def timeoutConnection(self) -> None:
+        if self.phase is Phase.HEAD:
+            metrics.http_connections_closed.labels(reason="request_head_timeout").inc()
+            logger.debug("%s: request head not complete within %gs: closing", self.getPeer(), self.factory.head_timeout)
+        super().timeoutConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.stop_counting(self)
+        super().connectionLost(reason)
+
+    def _refuse_busy(self) -> None:
+        """503 at once, then close once the client has read it (or after :data:`LINGER_SECONDS`)."""
+        self.phase = Phase.REFUSED
+        self.setTimeout(None)
+        metrics.http_connections_closed.labels(reason="max_http_connections").inc()
+        transport: Any = self.transport
+        detail = "this server holds as many HTTP connections as it may; retry later or elsewhere"
+        retry = [("Retry-After", str(BUSY_RETRY_AFTER_SECONDS))]
+        transport.write(problem_message(HTTPStatus.SERVICE_UNAVAILABLE, detail, retry))
+        # A half close keeps reading: closing outright while the request is still arriving
+        # would reset the connection, and the client could lose the 503 before reading it.
+        transport.loseWriteConnection()
+        reactor.callLater(LINGER_SECONDS, transport.abortConnection)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         # A header or request line over 16 KiB (e.g. a 100 KB token): Twisted just drops the connection.
@@ -283,19 +467,26 @@ class WebchannelHTTPChannel(http.HTTPChannel):  # type: ignore[misc]
 
     def _answer_and_close(self, status: HTTPStatus, detail: str) -> None:
         transport: Any = self.transport
-        transport.write(_raw_problem(status, detail))
+        transport.write(problem_message(status, detail))
         self.loseConnection()
 
 
 class WebchannelHTTPFactory(HTTPFactory):  # type: ignore[misc]
-    """Daphne's HTTP factory, building webchannel's channels and requests."""
+    """Daphne's HTTP factory, building webchannel's channels and requests, and holding the
+    open HTTP connections to ``server.max_http_connections``."""
 
     draining = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Weak: a connection upgraded to WebSocket leaves its HTTP channel behind as garbage.
-        self.channels: weakref.WeakSet[WebchannelHTTPChannel] = weakref.WeakSet()
+    def __init__(self, server: Any, limits: ServerConfig | None = None) -> None:
+        super().__init__(server)
+        limits = limits or settings.WEBCHANNEL.server
+        self.max_open = limits.max_http_connections
+        self.head_timeout = limits.request_head_timeout
+        self.timeOut = IDLE_TIMEOUT_SECONDS  # each connection's idle timeout (Twisted's TimeoutMixin)
+        self.open: set[WebchannelHTTPChannel] = set()
+        """The counted connections: neither upgraded to WebSocket nor carrying an event stream."""
+        self.idle: dict[WebchannelHTTPChannel, None] = {}
+        """The counted keep-alive connections between requests, the longest idle first."""
 
     def protocol(self) -> WebchannelHTTPChannel:
         # Twisted wraps its channel in a proxy that only matters for HTTP/2 over TLS, which
@@ -305,17 +496,38 @@ class WebchannelHTTPFactory(HTTPFactory):  # type: ignore[misc]
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = WebchannelWebRequest
-        self.channels.add(protocol)
         return protocol
+
+    def admit(self, channel: WebchannelHTTPChannel) -> bool:
+        """Count a new connection; at the cap, close the longest idle keep-alive connection to
+        make room, and when none is idle refuse (False)."""
+        if len(self.open) >= self.max_open:
+            if not self.idle:
+                return False
+            oldest = next(iter(self.idle))
+            self.stop_counting(oldest)
+            metrics.http_connections_closed.labels(reason="evicted_idle").inc()
+            oldest.loseConnection()
+        self.open.add(channel)
+        return True
+
+    def became_idle(self, channel: WebchannelHTTPChannel) -> None:
+        if channel in self.open:
+            self.idle[channel] = None
+
+    def stop_counting(self, channel: WebchannelHTTPChannel) -> None:
+        """The connection closed, became a WebSocket or carries an event stream."""
+        self.open.discard(channel)
+        self.idle.pop(channel, None)
 
     def stop_keeping_alive(self) -> None:
         """For a drain: idle keep-alive connections close now, busy ones after their response.
 
-        A connection with a request (an upgraded one keeps its handshake request for ever)
-        is left to finish; its response says ``Connection: close``.
+        A connection with a request is left to finish; its response says ``Connection: close``.
+        Upgraded connections and event streams are not among these (the drain closes them).
         """
         self.draining = True
-        for channel in list(self.channels):
+        for channel in list(self.open):
             if not channel.requests:
                 channel.loseConnection()
                 continue

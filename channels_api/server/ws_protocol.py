@@ -21,6 +21,11 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
   open: ``http_request_data``, ``http_status_line``, ``http_headers``, ``http_request_uri``,
   ``http_request_params``, ``websocket_protocols``, ``websocket_extensions`` (set in
   ``processHandshake``) and ``http_response_data`` (``succeedHandshake``).
+- autobahn ``autobahn.websocket.protocol.WebSocketServerProtocol.failHandshake`` (overridden:
+  a refused handshake is answered in problem+json), which sets ``wasNotCleanReason`` and
+  calls ``dropConnection``; Daphne ``daphne.ws_protocol.WebSocketFactory.server_class`` (the
+  server, whose ``log_action`` writes the access line of a handshake refused before Daphne
+  saw it).
 - autobahn ``autobahn.websocket.protocol.WebSocketProtocol.sendData`` (overridden: its writes,
   the handshake's answer among them, go straight to the socket through :mod:`.direct_write`
   when nothing is queued; with the factory's ``logOctets`` option, and for chopped or
@@ -32,9 +37,11 @@ from __future__ import annotations
 import logging
 import random
 import struct
+from http import HTTPStatus
 from typing import Any
 
 from autobahn.websocket.protocol import TrafficStats
+from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.utf8validator import Utf8Validator
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
@@ -42,6 +49,7 @@ from django.conf import settings
 from .. import metrics
 from ..events import REFUSAL, SEND_FRAMES, CloseCode, close_reason
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
+from ..problems import problem_message
 from .direct_write import write_now, write_parts_now
 
 INTERNALS = (
@@ -74,6 +82,10 @@ INTERNALS = (
     ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "websocket_extensions", "processHandshake"),
     ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "http_response_data", "succeedHandshake"),
     ("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", "sendData"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "failHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketServerProtocol", "wasNotCleanReason", "failHandshake"),
+    ("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", "dropConnection"),
+    ("daphne", "daphne.ws_protocol.WebSocketFactory", "server_class", "__init__"),
 )
 
 logger = logging.getLogger(__name__)
@@ -90,6 +102,8 @@ _HANDSHAKE_LEFTOVERS = (
     "websocket_protocols",
 )
 _deliveries = metrics.deliveries
+ASCII_HEADERS = ("sec-websocket-protocol",)
+"""Handshake headers Daphne decodes as ASCII (its own ``UnicodeDecodeError`` would be a 500)."""
 
 
 class _Opened:
@@ -176,6 +190,10 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         self.transport.registerProducer(self, True)
 
     def onConnect(self, request: Any) -> Any:
+        for name in ASCII_HEADERS:
+            value = request.headers.get(name)
+            if value is not None and not value.isascii():
+                raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, f"the {name} header must be ASCII")
         answer = super().onConnect(request)
         networks = trusted_networks(settings.WEBCHANNEL.server.trusted_proxies)
         if networks and self.client_addr:
@@ -243,7 +261,37 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         self.rejected = True
         self._logged(super().serverReject, AccessNote(self.access_client, self.refusal))
 
+    def failHandshake(self, reason: str, code: int = HTTPStatus.BAD_REQUEST, responseHeaders: Any = None) -> None:
+        """Refuse the handshake in problem+json, like every HTTP error: autobahn's own refusals
+        (a malformed handshake), Daphne's 403 (the application refused the subscribe) and 500
+        (the application crashed).
+
+        autobahn would send its reason, holding what the client sent, as the status line, and
+        no body. A 500's reason (the exception) is not sent at all.
+        """
+        self.wasNotCleanReason = reason
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.BAD_REQUEST
+        detail = reason if status < HTTPStatus.INTERNAL_SERVER_ERROR else "unexpected server error"
+        self.sendData(problem_message(status, detail, responseHeaders or ()))
+        if "request" not in self.__dict__:  # refused before Daphne (and its access line) saw it
+            self._log_refused(status)
+        self.dropConnection(abort=False)
+
+    def _log_refused(self, status: HTTPStatus) -> None:
+        """The access-log line of a handshake refused before it reached Daphne: ``refused <status>``."""
+        peer = self.transport.getPeer()
+        details = {
+            "path": self.__dict__.get("http_request_uri") or "-",
+            "client": f"{peer.host}:{peer.port}" if hasattr(peer, "port") else None,
+        }
+        self.factory.server_class.log_action("websocket", f"refused {status.value}", details)
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if "request" not in self.__dict__:  # never reached Daphne: nothing of it to clean up or log
+            return
         # A refused handshake was logged by serverReject; a subscribe refused after accept
         # (4013, the channel layer is unavailable) is logged as refused here.
         self._logged(

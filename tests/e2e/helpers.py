@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import os
 import re
 import socket
@@ -494,3 +495,137 @@ def websocket_handshake(base_url: str, target: str, headers: dict[str, str] | No
     if not answer.startswith(b"HTTP/1.1 ") or b"\r\n" not in answer:
         return None
     return int(answer.split(b"\r\n", 1)[0].split()[1])
+
+
+# --- event streams -----------------------------------------------------------------------------
+
+STREAM_OPENING = b": stream open\n\n"
+"""The first bytes of every event stream."""
+
+
+def open_event_stream(server: ServerProcess, channel_id: str, token: str, rcvbuf: int | None = None) -> socket.socket:
+    """An event stream on a raw socket, read up to its opening comment (nothing further)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(timeout(10))
+    sock.connect((server.host, server.port))
+    path = f"{CHANNELS}/{quote(channel_id, safe='')}/events?access_token={quote(token, safe='')}"
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".encode())
+    head = b""
+    while not head.endswith(STREAM_OPENING):
+        chunk = sock.recv(1)  # byte by byte: nothing past the opening is read
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+# --- raw HTTP --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RawResponse:
+    """An HTTP response read off a raw socket: status, headers (lower-case names) and body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+
+def raw_http(
+    server: ServerProcess,
+    method: str | bytes,
+    target: str,
+    headers: dict[str, bytes] | None = None,
+    body: bytes = b"",
+) -> RawResponse:
+    """One request on a connection of its own, written byte for byte as given (any method, any
+    header value), with Host, ``Connection: close`` and a Content-Length added unless given;
+    the server must answer it."""
+    fields = {"host": f"{server.host}:{server.port}".encode(), "connection": b"close", **(headers or {})}
+    if body or method in ("POST", b"POST"):
+        fields.setdefault("content-length", str(len(body)).encode())
+    verb = method if isinstance(method, bytes) else method.encode()
+    head = verb + b" " + target.encode() + b" HTTP/1.1\r\n"
+    head += b"".join(name.encode() + b": " + value + b"\r\n" for name, value in fields.items())
+    answer = raw_request(server.url, head + b"\r\n" + body)
+    assert answer is not None, f"{verb[:40]!r} {target}: the connection closed without an answer"
+    return answer
+
+
+def raw_request(base_url: str, request: bytes, seconds: float = 10) -> RawResponse | None:
+    """Send ``request`` (bytes exactly as given, on a new connection) and read the answer's head
+    and body (``Content-Length``, chunked, or up to the close; an event stream's head only).
+    None if the server closed the connection without an answer."""
+    address = urlsplit(base_url)
+    deadline = time.monotonic() + timeout(seconds)
+    data = b""
+    with socket.create_connection((address.hostname, address.port), timeout=timeout(seconds)) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(request)
+        while True:
+            parsed = _parse_response(data)
+            if parsed is not None:
+                return parsed
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                chunk = b""
+            except TimeoutError:
+                raise AssertionError(f"no complete answer within {timeout(seconds):.1f}s: {data[:300]!r}") from None
+            if not chunk:
+                return _parse_response(data, closed=True)
+            data += chunk
+
+
+def read_response(sock: socket.socket, seconds: float = 10) -> RawResponse:
+    """The next response on a (keep-alive) connection, head and body."""
+    data = b""
+    sock.settimeout(timeout(seconds))
+    while (parsed := _parse_response(data)) is None:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before a whole response: {data[:300]!r}"
+        data += chunk
+    return parsed
+
+
+def _parse_response(data: bytes, closed: bool = False) -> RawResponse | None:
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if not sep:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    if headers.get("content-type", "").startswith("text/event-stream") or status == 101:
+        return RawResponse(status, headers, rest)
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        return RawResponse(status, headers, rest[:length]) if len(rest) >= length or closed else None
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunked(rest)
+        return RawResponse(status, headers, body) if body is not None or closed else None
+    return RawResponse(status, headers, rest) if closed else None
+
+
+def _dechunked(data: bytes) -> bytes | None:
+    """The body of a complete chunked encoding, or None while it is incomplete."""
+    body = b""
+    while True:
+        size_line, sep, data = data.partition(b"\r\n")
+        if not sep:
+            return None
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return body
+        if len(data) < size + 2:
+            return None
+        body, data = body + data[:size], data[size + 2 :]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -222,3 +224,95 @@ async def test_stop_ends_the_refresh_loop_even_when_a_command_swallows_the_cance
         await counts.stop()
     assert swallowed.is_set()
     assert task.done()
+
+
+# --- nothing outlives a channel ----------------------------------------------------------------
+
+CHURN = 100_000
+
+
+def churn(counts: Presence, channels: int, stem: str = "wc.churn") -> None:
+    """Each of ``channels`` distinct channels gains a subscriber and loses it."""
+    for n in range(channels):
+        group = f"{stem}-{n}"
+        counts.joined(group)
+        counts.left(group)
+
+
+def traced_growth(run: Callable[[], object]) -> int:
+    """Bytes still allocated after ``run()`` that were not before it (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def assert_nothing_kept(counts: Presence, still: dict[str, int] | None = None) -> None:
+    assert counts.local == (still or {})
+    assert counts._changed == set()
+    assert counts._waiters == {}
+    assert counts.others == {}
+
+
+def test_without_redis_channels_that_emptied_leave_nothing_behind() -> None:
+    """Every change used to be noted for a Redis write that never came: 100,000 channels joined
+    and left kept 16 MB for good."""
+    counts = Presence(redis=None)
+    churn(counts, 1000, "wc.warm")
+    growth = traced_growth(lambda: churn(counts, CHURN))
+    assert_nothing_kept(counts)
+    assert growth < 64 * 1024, f"{CHURN} channels joined and left kept {growth} bytes"
+
+
+async def test_without_redis_on_a_running_loop_channels_that_emptied_leave_nothing_behind() -> None:
+    """As a server runs it: start() finds no Redis, and nothing is noted for it."""
+    counts = Presence(redis=None)
+    counts.start()
+    growth = traced_growth(lambda: churn(counts, CHURN // 10))
+    assert counts._task is None
+    assert_nothing_kept(counts)
+    assert growth < 64 * 1024
+
+
+async def test_with_redis_changes_are_forgotten_once_written(target: RedisTarget, redis_server: RedisServer) -> None:
+    counts = Presence("a", redis=target)
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        counts.joined(GROUP)  # a channel that stays: the refresh task keeps running
+        await until(lambda: admin.hgetall("test__presence__a") == {GROUP.encode(): b"1"}, 3, "a's hash")
+        churn(counts, CHURN // 5)
+        assert counts._changed  # noted for the next write...
+        await counts.refresh()
+        assert_nothing_kept(counts, {GROUP: 1})  # ...and forgotten once written
+        assert admin.hgetall("test__presence__a") == {GROUP.encode(): b"1"}
+    finally:
+        await counts.stop()
+        admin.close()
+
+
+async def test_changes_while_redis_is_down_are_not_kept_and_every_count_is_written_again(
+    target: RedisTarget, redis_server: RedisServer
+) -> None:
+    counts = Presence("a", redis=target)
+    try:
+        counts.joined(GROUP)
+        await until(lambda: counts._synced_at > 0, 3, "a first write")
+        redis_server.stop()
+        churn(counts, CHURN // 5)
+        counts.joined("wc.kept")
+        with pytest.raises(Exception):  # noqa: B017, PT011 (whatever redis-py raises for a dead server)
+            async with asyncio.timeout(timeout(5)):
+                await counts.refresh()
+        assert_nothing_kept(counts, {GROUP: 1, "wc.kept": 1})  # the next write rewrites them all
+        assert counts._rewrite
+        redis_server.start()  # empty, on the same port
+        with redis.Redis.from_url(redis_server.url) as admin:
+            expected = {GROUP.encode(): b"1", b"wc.kept": b"1"}
+            await until(lambda: admin.hgetall("test__presence__a") == expected, 10, "every count written again")
+    finally:
+        await counts.stop()
