@@ -72,7 +72,6 @@ STATE = "({statuses: window.__statuses, messages: window.__messages, tokenCalls:
 # --- the endpoint ------------------------------------------------------------------------------
 
 
-@pytest.mark.e2e
 def test_client_js_is_the_repository_file_public_and_cacheable(shared_server: ServerProcess) -> None:
     response = httpx.get(shared_server.url + MODULE_PATH, headers={"Origin": "https://app.example"})
     assert response.status_code == 200, response.text
@@ -90,7 +89,6 @@ def test_client_js_is_the_repository_file_public_and_cacheable(shared_server: Se
     assert other.status_code == 200
 
 
-@pytest.mark.e2e
 def test_client_js_answers_only_get_and_head(shared_server: ServerProcess) -> None:
     head = httpx.head(shared_server.url + MODULE_PATH)
     assert head.status_code == 200
@@ -265,7 +263,6 @@ def restartable(tmp_path: Path) -> Iterator[Restartable]:
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_page_reconnects_by_itself_after_a_server_restart(browser, restartable):
     server = restartable.server
     created = await create_channel(server)
@@ -296,7 +293,6 @@ async def test_page_reconnects_by_itself_after_a_server_restart(browser, restart
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_a_socket_closed_at_its_tokens_expiry_reconnects_with_a_fresh_token(browser, shared_server):
     channel_id = "expiring"
     short = issue_token(channel_id, SECRET_KEY, ttl=2)
@@ -319,7 +315,6 @@ async def test_a_socket_closed_at_its_tokens_expiry_reconnects_with_a_fresh_toke
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_an_expired_token_is_replaced_through_get_token_before_reconnecting(browser, restartable):
     """A token whose exp passed while the page was away (no 4005 reached it) is not offered again."""
     server = restartable.server
@@ -346,7 +341,6 @@ async def test_an_expired_token_is_replaced_through_get_token_before_reconnectin
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_a_refused_token_makes_the_page_ask_for_a_fresh_one(browser, shared_server):
     created = await create_channel(shared_server)
     channel_id, token = created["channelId"], created["token"]
@@ -362,7 +356,6 @@ async def test_a_refused_token_makes_the_page_ask_for_a_fresh_one(browser, share
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 @pytest.mark.parametrize(("frames", "text"), [(None, "\u00e9t\u00e9"), ("text", "string:\u00e9t\u00e9")])
 async def test_messages_are_array_buffers_or_with_frames_text_strings_when_utf8(browser, shared_server, frames, text):
     created = await create_channel(shared_server, "fr\u00e4mes?&=")
@@ -379,7 +372,6 @@ async def test_messages_are_array_buffers_or_with_frames_text_strings_when_utf8(
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 @pytest.mark.parametrize(
     ("first", "error"),
     [("throw", "the token endpoint failed"), ("not a subprotocol", "SyntaxError")],
@@ -398,7 +390,6 @@ async def test_a_failed_get_token_or_an_unusable_token_is_retried_with_backoff(b
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_closing_the_channel_delivers_its_last_message_then_stops_the_subscription(browser, shared_server):
     created = await create_channel(shared_server)
     channel_id, token = created["channelId"], created["token"]
@@ -419,7 +410,6 @@ async def test_closing_the_channel_delivers_its_last_message_then_stops_the_subs
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_the_real_server_closing_with_4003_stops_the_subscription(browser, shared_server):
     created = await create_channel(shared_server)
     channel_id, token = created["channelId"], created["token"]
@@ -433,7 +423,6 @@ async def test_the_real_server_closing_with_4003_stops_the_subscription(browser,
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_close_stops_reconnecting(browser, shared_server):
     created = await create_channel(shared_server)
     await browser.subscribe(shared_server.url, channel_ws_url(shared_server, created["channelId"]), [created["token"]])
@@ -460,7 +449,6 @@ class CloseOnce:
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 @pytest.mark.parametrize(
     ("code", "reconnects"),
     [(4000, False), (4003, False), (4008, True), (4013, True), (1011, True), (1000, True), (4999, True)],
@@ -524,7 +512,6 @@ def readme_module_snippet() -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_readme_module_snippet_gets_its_token_from_the_page_backend_and_receives_progress(
     browser, page_server, shared_server
 ):

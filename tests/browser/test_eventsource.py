@@ -20,7 +20,7 @@ import pytest
 from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.harness import API_KEY, ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 RECORDER = """
 window.__events = [];

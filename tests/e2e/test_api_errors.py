@@ -29,8 +29,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import API_KEY, ServerProcess, base_config, serving, timeout
 
-pytestmark = pytest.mark.e2e
-
 SMALL_MAX = 1024
 DEFAULT_MAX = 524288
 INVALID_IDS = [

@@ -28,8 +28,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import API_KEY, ServerProcess, timeout
 
-pytestmark = pytest.mark.e2e
-
 SENTINEL = b"--sentinel--"
 
 PAYLOADS = [

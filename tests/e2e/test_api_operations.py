@@ -26,8 +26,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import API_KEY, REQUIRED_METRIC_NAMES, ServerProcess, base_config, serving, timeout
 
-pytestmark = pytest.mark.e2e
-
 METRICS_USER = "prometheus"
 METRICS_PASSWORD = "s3cret-pässword"  # non-ASCII on purpose: Basic credentials are UTF-8
 APP_ORIGIN = "https://app.example"

@@ -39,8 +39,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
 
-pytestmark = pytest.mark.e2e
-
 PING_INTERVAL = 1
 PING_TIMEOUT = 2
 # Daphne checks its sockets' timers every 2 s, so a ping may go out up to 2 s late.

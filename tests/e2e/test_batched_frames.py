@@ -11,7 +11,6 @@ import contextlib
 import signal
 
 import httpx
-import pytest
 
 from tests.e2e.helpers import (
     closed_with,
@@ -26,8 +25,6 @@ from tests.e2e.helpers import (
     subscribe,
 )
 from tests.harness import ServerProcess
-
-pytestmark = pytest.mark.e2e
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000, 3, 100]
 """Payload sizes around the WebSocket header's length encodings (7-bit, 16-bit, 64-bit)."""

@@ -15,7 +15,7 @@ import pytest
 
 from tests.harness import REPO, clean_env, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def test_quick_benchmark_runs_and_writes_results(tmp_path: Path) -> None:

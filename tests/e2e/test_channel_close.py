@@ -28,8 +28,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import ServerProcess, timeout
 
-pytestmark = pytest.mark.e2e
-
 CHANNEL_CLOSED = 4000
 
 

@@ -27,8 +27,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import ServerProcess, timeout
 
-pytestmark = pytest.mark.e2e
-
 
 async def info(client: httpx.AsyncClient, server: ServerProcess, channel_id: str, **headers: str) -> httpx.Response:
     return await client.get(channel_url(server.url, channel_id), headers=headers)

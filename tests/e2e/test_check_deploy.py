@@ -8,11 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.harness import REPO, clean_env, timeout, toml
-
-pytestmark = pytest.mark.e2e
 
 CHECK_ID = re.compile(r"\(((?:security|channels_api|[a-z_]+)\.[EWIC]\d{3})\)")
 SECRET = "production-secret-0123456789abcdef0123"

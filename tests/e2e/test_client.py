@@ -21,8 +21,6 @@ from tests.common import API_KEY
 from tests.harness import RedisServer, ServerProcess, base_config, free_port, serving, timeout, wait_for
 from webchannel_client import AsyncClient, Channel, Client, WebchannelError
 
-pytestmark = pytest.mark.e2e
-
 
 def requests_logged(server: ServerProcess, method: str, path: str, status: int) -> int:
     """How many access-log lines show ``method path`` answered with ``status``."""

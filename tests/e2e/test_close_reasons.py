@@ -33,7 +33,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import RedisServer, base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 REASONS = {int(code): code.reason for code in CloseCode}
 BACKLOG_BYTES = 64 * 1024

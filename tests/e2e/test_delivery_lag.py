@@ -22,8 +22,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import RedisServer, ServerProcess, base_config, run_serve
 
-pytestmark = pytest.mark.e2e
-
 LAG = "webchannel_delivery_lag_seconds"
 BUCKETS = [
     "0.0005",

@@ -42,8 +42,6 @@ from tests.harness import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
-
 UNIT = REPO / "deploy" / "systemd" / "webchannel.service"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"

@@ -36,7 +36,6 @@ from tests.harness import ServerProcess, base_config, free_port, serving, timeou
 from tests.nginx import Nginx, proxying
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.slow,  # two processes (webchannel and nginx) per test
     pytest.mark.needs("nginx"),
 ]

@@ -26,7 +26,7 @@ import pytest
 from tests.e2e.helpers import create_channel, publish, recv_binary, subscribe, wait_exit
 from tests.harness import RedisServer, ServerProcess, base_config, run_serve, serving, timeout, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 PUBLISHERS = 8
 DRAIN_WINDOW = 0.0

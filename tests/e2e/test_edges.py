@@ -20,8 +20,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import API_KEY, ServerProcess, timeout
 
-pytestmark = pytest.mark.e2e
-
 REFUSED = "webchannel_websocket_refused_total"
 
 

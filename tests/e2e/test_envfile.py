@@ -14,8 +14,6 @@ import pytest
 
 from tests.harness import REPO, SECRET_KEY, ServerProcess, clean_env, timeout
 
-pytestmark = pytest.mark.e2e
-
 FILE_KEY = "key-from-the-env-file"
 ENV_FILE = f"""# webchannel, read from the working directory
 WC_SERVER__LISTEN_ADDRESS=127.0.0.1:0

@@ -14,7 +14,7 @@ from tests.harness import REPO, RedisServer, base_config, clean_env, serving, ti
 
 from .helpers import recv_binary, subscribe
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 WORKER = REPO / "examples" / "progress_worker.py"
 

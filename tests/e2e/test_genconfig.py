@@ -15,8 +15,6 @@ from channels_api.config import keys
 from tests.e2e.helpers import create_channel, publish, recv_binary, subscribe
 from tests.harness import REPO, clean_env, run_serve, timeout
 
-pytestmark = pytest.mark.e2e
-
 
 def genconfig(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -7,8 +7,6 @@ import json
 import re
 from typing import Any
 
-import pytest
-
 from tests.e2e.helpers import (
     closed_with,
     create_channel,
@@ -20,8 +18,6 @@ from tests.e2e.helpers import (
     websocket_handshake,
 )
 from tests.harness import REPO, ServerProcess
-
-pytestmark = pytest.mark.e2e
 
 DASHBOARD = REPO / "deploy" / "grafana" / "webchannel.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}

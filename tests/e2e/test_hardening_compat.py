@@ -19,7 +19,7 @@ import pytest
 from tests.e2e.helpers import non_empty_lines, wait_exit
 from tests.harness import REPO, ServerProcess, base_config, clean_env, toml
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 # FileDescriptor.__init__ without the _tempDataLen that ws_protocol reads on every write.
 TWISTED_WITHOUT_TEMP_DATA_LEN = """

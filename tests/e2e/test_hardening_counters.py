@@ -28,8 +28,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import ServerProcess, base_config, serving
 
-pytestmark = pytest.mark.e2e
-
 MESSAGE_SIZE = 32 * 1024
 MAX_BACKLOG_BYTES = 64 * 1024
 BURST = 200

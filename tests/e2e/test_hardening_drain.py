@@ -24,7 +24,7 @@ import pytest
 from tests.e2e.helpers import CHANNELS, create_channel, wait_exit
 from tests.harness import ServerProcess, base_config, run_serve, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DRAIN_WINDOW = 1.0
 DRAIN_MARGIN = 1.0

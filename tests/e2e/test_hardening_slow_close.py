@@ -21,7 +21,7 @@ import pytest
 from tests.e2e.helpers import KeepAlivePublisher, create_channel, raw_websocket_with_receive_buffer
 from tests.harness import ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 RUNS = 20
 MESSAGES = 400

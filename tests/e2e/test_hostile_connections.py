@@ -24,7 +24,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # servers of their own, waits of seconds
+pytestmark = pytest.mark.slow  # servers of their own, waits of seconds
 
 HEAD_TIMEOUT = 1.0
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000

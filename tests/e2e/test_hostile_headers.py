@@ -18,7 +18,7 @@ from tests.common import assert_problem_parts, make_token
 from tests.e2e.helpers import CHANNELS, RawResponse, raw_http
 from tests.harness import API_KEY, ServerProcess, base_config, serving, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 METRICS_AUTH = ("scraper", "scrape-password-123")
 CHANNEL_ID = "hostile-headers"

@@ -16,7 +16,7 @@ from tests.harness import REPO, RedisServer, ServerProcess, base_config, clean_e
 
 from .helpers import recv_binary, subscribe
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def manage_shell(config_file: Path, code: str) -> subprocess.CompletedProcess[str]:

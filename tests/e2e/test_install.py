@@ -80,7 +80,6 @@ def test_runtime_dependencies_are_read_from_requirements_txt():
     assert project["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
 
 
-@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_pip_install_gives_a_working_webchannel_command(tmp_path: Path, redis_server: RedisServer):

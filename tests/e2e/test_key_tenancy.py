@@ -24,8 +24,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import API_KEY, ServerProcess, serving, timeout, wait_for
 
-pytestmark = pytest.mark.e2e
-
 CREATOR_KEY = "creator-key-5ecr3t-0001"
 PUBLISHER_KEY = "publisher-key-5ecr3t-01"
 TENANT_KEY = "tenant-a-key-5ecr3t-001"

@@ -17,7 +17,7 @@ import pytest
 from tests.e2e.helpers import CHANNELS, metrics_text, raw_http
 from tests.harness import ServerProcess, base_config, serving
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 METRICS_AUTH = ("scraper", "scrape-password-123")
 LONGEST_METHOD = 15_000

@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.e2e.helpers import closed_with, create_channel, recv_binary, subscribe
 from tests.harness import REQUIRED_METRIC_NAMES, RedisServer, ServerProcess, base_config, run_serve, timeout, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SUBSCRIBERS = 3
 PUBLISHES = 20

@@ -33,7 +33,7 @@ from tests.common import API_KEY
 from tests.e2e.helpers import CHANNELS, channel_url
 from tests.harness import base_config, clean_env, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 HOOKS = Path(__file__).with_name("schemathesis_hooks.py")

@@ -29,8 +29,6 @@ from tests.harness import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
-
 
 def run_to_exit(tmp_path: Path, config: Any, env: dict[str, str] | None = None, args: list[str] | None = None):
     server = run_serve(tmp_path, config, env, args)

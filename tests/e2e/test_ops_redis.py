@@ -31,7 +31,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import REPO, RedisServer, ServerProcess, base_config, clean_env, timeout, toml
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 OUTAGE_OBSERVATION_SECONDS = 3.0
 LOST_WARNING = "Redis pub/sub connection lost"

@@ -14,8 +14,6 @@ import pytest
 from tests.e2e.helpers import create_channel, publish, recv_binary, subscribe, wait_exit
 from tests.harness import API_KEY, REPO, SECRET_KEY, ServerProcess, clean_env, free_port, timeout, wait_for
 
-pytestmark = pytest.mark.e2e
-
 
 def start_runserver(tmp_path: Path, port: int) -> ServerProcess:
     log_path = tmp_path / "runserver.log"

@@ -20,8 +20,6 @@ from tests.common import make_token
 from tests.e2e.helpers import CHANNELS, publish, recv_binary, subscribe, ws_url
 from tests.harness import serving, timeout
 
-pytestmark = pytest.mark.e2e
-
 
 def random_secret(name: str) -> str:
     return f"{name}-{secrets.token_urlsafe(18)}"

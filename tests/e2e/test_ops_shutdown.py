@@ -19,8 +19,6 @@ import websockets
 from tests.e2e.helpers import connection_refused, create_channel, subscribe, wait_exit
 from tests.harness import base_config, run_serve, timeout
 
-pytestmark = pytest.mark.e2e
-
 SUBSCRIBERS = 30
 DRAIN_WINDOW = 1.0
 SERVICE_RESTART = 1012

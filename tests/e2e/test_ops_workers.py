@@ -22,7 +22,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import RedisServer, base_config, run_serve, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 WORKERS = 2
 

@@ -23,7 +23,7 @@ from tests.common import API_KEY, SECRET_KEY, assert_problem, bearer, make_token
 from tests.e2e.helpers import channel_url, http_client, metric_value, metrics_text
 from tests.harness import RedisServer, ServerProcess, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 RATE = 20
 LIMITED_KEY = "limited-key-0123456789"

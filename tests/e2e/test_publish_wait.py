@@ -13,8 +13,6 @@ from tests.common import API_KEY, assert_problem
 from tests.e2e.helpers import channel_url, create_channel, http_client, recv_binary, subscribe
 from tests.harness import ServerProcess, timeout
 
-pytestmark = pytest.mark.e2e
-
 
 async def publish_waiting(
     client: httpx.AsyncClient, server: ServerProcess, channel_id: str, wait: str, body: bytes = b"result"

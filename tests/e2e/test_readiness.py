@@ -17,7 +17,7 @@ import redis
 from tests.e2e.helpers import http_client
 from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 OUTAGE_SHOWS_WITHIN = 2.0
 """Seconds from the start of an outage until /readyz answers 503 (max age 1 s + probe timeout 0.8 s)."""

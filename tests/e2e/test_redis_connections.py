@@ -20,7 +20,7 @@ from tests.e2e.helpers import channel_url, create_channel, eventually, http_clie
 from tests.e2e.redis_watch import RedisWatch
 from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 MAX_WAITING = 100
 """``server.max_waiting_publishes`` of the servers under test: small, so a test can pass it."""

@@ -50,7 +50,7 @@ from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
 from tests.redis_servers import ConfiguredRedis
 from tests.sentinel import MASTER_NAME, SentinelDeployment, sentinel_deployment
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("quiet_httpx")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("quiet_httpx")]
 
 MAX_LOST_AFTER_204 = 10
 """Publishes are 10 ms apart; A and B ask the sentinel for the master at the same moments, at

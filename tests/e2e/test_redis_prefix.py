@@ -20,7 +20,7 @@ from tests.e2e.helpers import create_channel, http_client, metric_value, metrics
 from tests.harness import ServerProcess, base_config, serving
 from tests.redis_servers import ConfiguredRedis, Monitor, redis_servers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 CHANNEL_ID = "orders-42"  # the same id in both deployments, as independent clients would choose
 

@@ -42,7 +42,7 @@ from tests.e2e.traffic import (
 )
 from tests.harness import RedisServer, ServerProcess, timeout, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.usefixtures("quiet_httpx")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("quiet_httpx")]
 
 MAX_LOST_AFTER_204 = 10
 """Publishes are 10 ms apart; A and B redial at the same moments, at least every 50 ms, and A

@@ -17,7 +17,7 @@ from tests.e2e.helpers import create_channel, http_client, publish, recv_binary,
 from tests.harness import base_config, serving
 from tests.redis_servers import ConfiguredRedis, RedisSentinel, redis_servers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

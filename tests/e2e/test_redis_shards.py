@@ -29,7 +29,7 @@ from tests.e2e.helpers import closed_with, create_channel, http_client, publish,
 from tests.harness import ServerProcess, base_config, serving, timeout
 from tests.redis_servers import ConfiguredRedis, redis_servers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 PREFIX = "webchannel"  # the default
 

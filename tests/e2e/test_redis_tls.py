@@ -29,7 +29,7 @@ from tests.e2e.helpers import (
 from tests.harness import ServerProcess, base_config, run_serve, serving
 from tests.redis_servers import ConfiguredRedis, TlsFiles, make_tls_files, redis_servers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 ADMIN_PASSWORD = "admin-Pw-7d1c0e"
 USER = "webchannel"

@@ -16,7 +16,7 @@ from tests.common import expired_token, make_token
 from tests.e2e.helpers import CHANNELS, closed_with, create_channel, subscribe, websocket_handshake
 from tests.harness import RedisServer, ServerProcess, base_config, serving, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # servers of their own (one with Redis)
+pytestmark = pytest.mark.slow  # servers of their own (one with Redis)
 
 TRY_AGAIN_LATER = 4013
 

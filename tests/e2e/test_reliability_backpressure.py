@@ -25,7 +25,7 @@ from channels_api.layers import PRESSURE_WAIT_SECONDS
 from tests.e2e.helpers import create_channel, http_client, publish, subscribe
 from tests.harness import base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 PUBLISHERS = 16
 SECONDS = 2.0

@@ -31,7 +31,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 MIB = 1024 * 1024
 GIB_BODY = 1024 * MIB  # 1073741824

@@ -39,7 +39,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import API_KEY, ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
 WEIGHTED_METHODS = [*METHODS, "POST", "POST", "POST", "POST"]  # POST reaches the most code

@@ -30,8 +30,6 @@ from tests.e2e.helpers import (
 )
 from tests.harness import RedisServer, ServerProcess, base_config, serving
 
-pytestmark = pytest.mark.e2e
-
 MAX_CONNECTIONS = 3
 
 

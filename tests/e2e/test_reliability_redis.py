@@ -21,7 +21,7 @@ import websockets
 from tests.e2e.helpers import closed_with, create_channel, http_client, publish, recv_binary, subscribe
 from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 UNAVAILABLE = "channel layer unavailable"
 AVAILABLE_AGAIN = "channel layer available again"

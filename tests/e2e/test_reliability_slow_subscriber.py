@@ -34,7 +34,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 MIB = 1024 * 1024
 MAX_BACKLOG_BYTES = 4 * MIB

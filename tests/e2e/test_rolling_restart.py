@@ -29,7 +29,6 @@ from tests.harness import RedisServer, ServerProcess, base_config, run_serve, ti
 from tests.nginx import Nginx, proxying
 
 pytestmark = [
-    pytest.mark.e2e,
     pytest.mark.slow,  # nginx, two servers and a Redis
     pytest.mark.needs("nginx"),
 ]

@@ -11,7 +11,7 @@ from tests.common import API_KEY, assert_problem, make_token
 from tests.e2e.crash_urls import CRASH_MESSAGE
 from tests.harness import base_config, serving, timeout, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a server of its own
+pytestmark = pytest.mark.slow  # a server of its own
 
 
 def test_an_exception_in_a_view_is_one_error_line_with_its_traceback_and_no_secret(tmp_path: Path) -> None:

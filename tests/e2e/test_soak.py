@@ -18,7 +18,7 @@ import pytest
 
 from tests.harness import REPO, clean_env, timeout
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 COMMAND = ["-m", "bench.soak", "--duration", "30", "--subscribers", "1000", "--channels", "50", "--rate", "20"]
 

@@ -43,8 +43,6 @@ from tests.e2e.helpers import (
 from tests.harness import ServerProcess, base_config, serving, timeout
 from tests.unit.test_sse_format import ParsedStream, parse_event_stream
 
-pytestmark = [pytest.mark.e2e]
-
 MIB = 1024 * 1024
 
 

@@ -32,8 +32,6 @@ from tests.harness import (
     wait_for,
 )
 
-pytestmark = pytest.mark.e2e
-
 CREATES = 20
 _KEY_LINE = re.compile(r"generated API key for this process: (\S+)")
 _ACCESS_PID = re.compile(r"\[(\d+)\] webchannel\.access")

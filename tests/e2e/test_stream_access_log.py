@@ -19,8 +19,6 @@ from tests.common import API_KEY
 from tests.e2e.helpers import CHANNELS, STREAM_OPENING, channel_url, create_channel, open_event_stream, wait_exit
 from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
 
-pytestmark = [pytest.mark.e2e]
-
 OPENING = STREAM_OPENING
 KIB = 1024
 

@@ -27,7 +27,7 @@ from tests.e2e.test_sse import event_stream, events_url, stream_client
 from tests.harness import API_KEY, ServerProcess, base_config, serving, wait_for
 from webchannel_client import AsyncClient, Client, WebchannelError
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each test waits for a token to expire
+pytestmark = pytest.mark.slow  # each test waits for a token to expire
 
 TTL = 2
 

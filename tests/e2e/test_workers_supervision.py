@@ -27,7 +27,7 @@ import websockets
 from tests.e2e.helpers import create_channel, publish, recv_binary, subscribe, wait_exit
 from tests.harness import REPO, RedisServer, ServerProcess, base_config, clean_env, timeout, toml, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DRAIN_WINDOW = 1.0
 SERVICE_RESTART = 1012
