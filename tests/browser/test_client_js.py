@@ -29,10 +29,9 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from channels_api.auth import issue_token
 from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, create_channel, require_browser
-from tests.harness import API_KEY, REPO, SECRET_KEY, ServerProcess, base_config, free_port, run_serve, timeout
+from tests.e2e.client.test_client_js import MODULE_PATH
+from tests.harness import REPO, SECRET_KEY, ServerProcess, base_config, free_port, run_serve, timeout
 
-MODULE_PATH = "/webchannel/v1/client.js"
-MODULE_FILE = REPO / "channels_api" / "static" / "webchannel.js"
 PAGE = """<!doctype html><title>webchannel client.js test</title>
 <script>
 window.__tokens = [];
@@ -67,43 +66,6 @@ SUBSCRIBE = """async ([moduleUrl, url, frames]) => {
   });
 }"""
 STATE = "({statuses: window.__statuses, messages: window.__messages, tokenCalls: window.__tokenCalls})"
-
-
-# --- the endpoint ------------------------------------------------------------------------------
-
-
-def test_client_js_is_the_repository_file_public_and_cacheable(shared_server: ServerProcess) -> None:
-    response = httpx.get(shared_server.url + MODULE_PATH, headers={"Origin": "https://app.example"})
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
-    assert response.content == MODULE_FILE.read_bytes()
-    assert response.headers["access-control-allow-origin"] == "*"
-    assert re.fullmatch(r'"[0-9a-f]{32}"', response.headers["etag"])
-    assert "max-age=300" in response.headers["cache-control"]
-
-    again = httpx.get(shared_server.url + MODULE_PATH, headers={"If-None-Match": response.headers["etag"]})
-    assert again.status_code == 304
-    assert again.content == b""
-    assert again.headers["etag"] == response.headers["etag"]
-    other = httpx.get(shared_server.url + MODULE_PATH, headers={"If-None-Match": '"an-older-version"'})
-    assert other.status_code == 200
-
-
-def test_client_js_answers_only_get_and_head(shared_server: ServerProcess) -> None:
-    head = httpx.head(shared_server.url + MODULE_PATH)
-    assert head.status_code == 200
-    assert head.content == b""
-    post = httpx.post(shared_server.url + MODULE_PATH, headers={"x-api-key": API_KEY})
-    assert post.status_code == 405
-    assert post.headers["allow"] == "GET, HEAD"
-
-
-def test_module_is_small_self_contained_and_never_sends() -> None:
-    source = MODULE_FILE.read_text(encoding="utf-8")
-    assert len(source.splitlines()) < 150
-    assert not re.search(r"^\s*import\b|\bimport\(|\brequire\(", source, re.MULTILINE), "the module has no dependencies"
-    assert ".send(" not in source, "subscriber sockets are receive-only: sending data closes them with 4003"
-    assert "export function subscribe(" in source
 
 
 # --- in Chromium -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from tests.e2e.helpers import (
     recv_binary,
     subscribe,
 )
-from tests.e2e.test_sse import event_stream, events_url, stream_client
+from tests.e2e.subscribe.test_sse import event_stream, events_url, stream_client
 from tests.harness import API_KEY, ServerProcess, base_config, serving, wait_for
 from webchannel_client import AsyncClient, Client, WebchannelError
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.common import API_KEY, assert_problem, make_token
-from tests.e2e.crash_urls import CRASH_MESSAGE
+from tests.e2e.logs.crash_urls import CRASH_MESSAGE
 from tests.harness import base_config, serving, timeout, wait_for
 
 pytestmark = pytest.mark.slow  # a server of its own
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow  # a server of its own
 
 def test_an_exception_in_a_view_is_one_error_line_with_its_traceback_and_no_secret(tmp_path: Path) -> None:
     """No request from outside makes a webchannel view fail, so a test-only route does
-    (``tests/e2e/crash_settings.py``), in the real server with its real logging."""
+    (``tests/e2e/logs/crash_settings.py``), in the real server with its real logging."""
     token = make_token("crash")
-    env = {"DJANGO_SETTINGS_MODULE": "tests.e2e.crash_settings"}
+    env = {"DJANGO_SETTINGS_MODULE": "tests.e2e.logs.crash_settings"}
     with serving(tmp_path, base_config(), env=env) as server:
         response = httpx.get(
             f"{server.url}/test-only/crash?access_token={token}",

@@ -15,7 +15,7 @@ from typing import Any
 
 import schemathesis
 
-DOCUMENT = Path(__file__).resolve().parents[2] / "channels_api" / "openapi.json"
+DOCUMENT = Path(__file__).resolve().parents[3] / "channels_api" / "openapi.json"
 SHORT_WAIT = "0.01"
 
 

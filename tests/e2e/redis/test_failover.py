@@ -34,7 +34,7 @@ import pytest
 
 from channels_api.names import group_name
 from tests.e2e.helpers import create_channel, http_client, publish
-from tests.e2e.traffic import (
+from tests.e2e.redis.traffic import (
     END,
     Publisher,
     ReadyzWatcher,

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 
 from tests.common import API_KEY
 from tests.harness import REPO, RedisServer, ServerProcess, base_config, clean_env, timeout, toml, wait_for
+from tests.unit.test_packaging import requirement_lines
 
 PACKAGES = ("channels_api", "webchannel_project", "webchannel_client")
 
@@ -42,11 +41,6 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-def _requirement_lines(path: Path) -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line and not line.startswith("-")]
-
-
 def _checkout_files() -> list[str]:
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -64,20 +58,6 @@ def _copy_checkout(dest: Path) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
     return files
-
-
-def test_client_extra_matches_the_dev_requirements():
-    """The ``client`` extra asks for the same httpx and websockets as the test suite uses."""
-    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["client"]
-    dev = {re.split(r"[<>=~!]", line)[0]: line for line in _requirement_lines(REPO / "requirements-dev.txt")}
-    assert sorted(extra) == sorted([dev["httpx"], dev["websockets"]])
-
-
-def test_runtime_dependencies_are_read_from_requirements_txt():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert "dependencies" in project["project"]["dynamic"]
-    assert "dependencies" not in project["project"]
-    assert project["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
 
 
 @pytest.mark.slow
@@ -197,5 +177,5 @@ def _assert_dependencies_match_requirements(python: Path, cwd: Path) -> None:
         cwd=cwd,
     ).stdout.split("\n")
     runtime = sorted(line.replace(" ", "") for line in requires if line and "extra ==" not in line)
-    expected = sorted(line.replace(" ", "") for line in _requirement_lines(REPO / "requirements.txt"))
+    expected = sorted(line.replace(" ", "") for line in requirement_lines(REPO / "requirements.txt"))
     assert runtime == expected

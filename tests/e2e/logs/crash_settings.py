@@ -3,4 +3,4 @@
 
 from webchannel_project.settings import *  # noqa: F403
 
-ROOT_URLCONF = "tests.e2e.crash_urls"
+ROOT_URLCONF = "tests.e2e.logs.crash_urls"

@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import create_channel, http_client, publish
-from tests.e2e.traffic import (
+from tests.e2e.redis.traffic import (
     END,
     Publisher,
     ReadyzWatcher,

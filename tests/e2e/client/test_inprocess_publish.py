@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.common import make_token
+from tests.e2e.helpers import recv_binary, subscribe
 from tests.harness import REPO, RedisServer, ServerProcess, base_config, clean_env, serving, timeout, toml
-
-from .helpers import recv_binary, subscribe
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.helpers import recv_binary, subscribe
 from tests.harness import REPO, RedisServer, base_config, clean_env, serving, timeout, toml
-
-from .helpers import recv_binary, subscribe
 
 pytestmark = pytest.mark.slow
 

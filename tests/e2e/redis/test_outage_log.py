@@ -1,10 +1,10 @@
 """A Redis outage is logged once, however many requests fail, and its end once.
 
-Complements tests/e2e/test_ops_redis.py (503 publishes during an outage, one "Redis pub/sub
+Complements tests/e2e/redis/test_sharing_and_outages.py (503 publishes during an outage, one "Redis pub/sub
 connection lost" warning, recovery of old and new subscribers, 4013 for a subscribe during the
 outage): an outage with many failed publishes *and* subscribes logs exactly one "channel layer
 unavailable" warning, and one "channel layer available again" once a publish succeeds.
-``/readyz`` during outages (a paused or a stopped Redis) is tested in tests/e2e/test_readiness.py.
+``/readyz`` during outages (a paused or a stopped Redis) is tested in tests/e2e/redis/test_readiness.py.
 """
 
 from __future__ import annotations

@@ -93,22 +93,3 @@ async def test_mixed_subscribers_each_get_their_own_frame_kind_in_order(shared_s
 async def test_an_unknown_frames_value_refuses_the_handshake(shared_server, query):
     channel_id, token = create_channel(shared_server.url)
     assert await refused_status(ws_url(shared_server.url, channel_id, token) + "&" + query) == 403
-
-
-def test_each_message_is_framed_once_per_kind_when_subscribers_mix_kinds():
-    """The server's frame cache, driven as a fan-out to alternating binary and text subscribers does."""
-    from channels_api.consumers import utf8_text
-    from channels_api.server import ws_protocol
-
-    payload = "m\u00e9ssage".encode() * 10
-    frames = set()
-    for _ in range(5):
-        binary = ws_protocol._frame(payload, True)
-        text = utf8_text(payload)
-        assert text is not None
-        text_frame = ws_protocol._frame(ws_protocol._encoded(text), False)
-        frames.update({id(binary), id(text_frame)})
-    assert len(frames) == 2  # one frame object per kind, reused for every subscriber
-    assert binary[0] == 0x82
-    assert text_frame[0] == 0x81
-    assert binary[2:] == text_frame[2:] == payload
