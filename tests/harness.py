@@ -1,8 +1,9 @@
 """Test harness: real server processes on free ports, a real Redis, bounded waits.
 
 Every wait is bounded by :func:`timeout`, which scales with ``WEBCHANNEL_TEST_TIMEOUT_SCALE``
-on slow machines. Processes are started with their output in a file (no pipe to fill up)
-and stopped by PID when the test ends.
+on slow machines (it and :func:`wait_for` live in :mod:`tests.waiting`; they are re-exported
+here). Processes are started with their output in a file (no pipe to fill up) and stopped by
+PID when the test ends.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tests import programs
 from tests.common import API_KEY, SECRET_KEY
+from tests.waiting import timeout, wait_for  # re-exported: most tests import them from here
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_SCALE = float(os.environ.get("WEBCHANNEL_TEST_TIMEOUT_SCALE", "1"))
 
 # The metrics the product contract requires every process to expose on /metrics.
 REQUIRED_METRIC_NAMES = [
@@ -36,25 +36,6 @@ REQUIRED_METRIC_NAMES = [
     "webchannel_users_connected",
     "webchannel_websocket_messages_received_total",
 ]
-
-T = TypeVar("T")
-
-
-def timeout(seconds: float) -> float:
-    """A timeout of ``seconds``, scaled for slow machines."""
-    return seconds * TIMEOUT_SCALE
-
-
-def wait_for(condition: Callable[[], T], seconds: float, what: str, interval: float = 0.02) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout(seconds)``."""
-    deadline = time.monotonic() + timeout(seconds)
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout(seconds):.1f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port() -> int:

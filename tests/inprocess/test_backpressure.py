@@ -26,9 +26,10 @@ from channels_api.layers import DRAINED_MESSAGES, PRESSURE_MESSAGES, InMemoryCha
 from channels_api.names import group_name
 from tests.common import bearer, make_token
 from tests.harness import timeout
+from tests.waiting import eventually
 from webchannel_project.asgi import application
 
-from .helpers import asgi_headers, channel_path, wait_until
+from .helpers import asgi_headers, channel_path
 
 GROUP = "wc.backpressure"
 LONG_CAP_SECONDS = 60.0
@@ -141,7 +142,7 @@ async def test_a_publish_is_answered_only_once_a_lagging_subscriber_caught_up(as
             headers=bearer(make_token("bp-answer")),
         )
     )
-    await wait_until(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
+    await eventually(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
     assert await _still_waiting(answer), "the publish was answered while the subscriber lagged"
     await _receive_until(layer, lagging, DRAINED_MESSAGES)
     async with asyncio.timeout(timeout(PROMPTLY)):
@@ -208,7 +209,7 @@ async def test_a_publish_waiting_on_a_lagging_subscriber_is_answered_once_the_se
     request = await _request("POST", "bp-drain", b"late", commitment)
     answer = asyncio.ensure_future(_status(request, 10))
     layer = get_channel_layer()
-    await wait_until(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
+    await eventually(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
     assert commitment.committed, "the publish reached the layer uncommitted"
     assert await _still_waiting(answer), "the publish was answered while the subscriber lagged"
     commitment.draining.set_result(None)

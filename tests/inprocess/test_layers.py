@@ -12,8 +12,9 @@ from channels_api.events import relay_message
 from channels_api.layers import InMemoryChannelLayer, LayerUnavailable, round_trip
 from channels_api.server.redis_layer import RedisPubSubChannelLayer
 from tests.harness import timeout
+from tests.waiting import eventually
 
-from .helpers import closed_port_redis_url, wait_until
+from .helpers import closed_port_redis_url
 
 
 async def receive(layer, channel: str) -> dict:
@@ -78,7 +79,7 @@ async def test_in_memory_cancelled_receive_forgets_the_channel_and_its_groups():
     other = await layer.new_channel()
     await layer.group_add("g2", other)
     task = asyncio.ensure_future(layer.receive(channel))
-    await wait_until(lambda: layer._backlogs[channel]._waiter is not None, 5, "receive to wait")
+    await eventually(lambda: layer._backlogs[channel]._waiter is not None, 5, "receive to wait")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -17,7 +17,6 @@ from tests.e2e.helpers import (
     channel_url,
     closed_with,
     create_channel,
-    eventually,
     http_client,
     metric_value,
     metrics_text,
@@ -27,6 +26,7 @@ from tests.e2e.helpers import (
     ws_url,
 )
 from tests.harness import ServerProcess, timeout
+from tests.waiting import eventually
 
 CHANNEL_CLOSED = 4000
 

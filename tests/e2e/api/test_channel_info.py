@@ -19,13 +19,13 @@ from tests.e2e.helpers import (
     CHANNELS,
     channel_url,
     create_channel,
-    eventually,
     http_client,
     publish,
     recv_binary,
     subscribe,
 )
 from tests.harness import ServerProcess, timeout
+from tests.waiting import eventually
 
 
 async def info(client: httpx.AsyncClient, server: ServerProcess, channel_id: str, **headers: str) -> httpx.Response:

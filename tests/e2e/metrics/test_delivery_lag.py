@@ -12,7 +12,6 @@ import pytest
 
 from tests.e2e.helpers import (
     create_channel,
-    eventually,
     http_client,
     metric_value,
     metrics_text,
@@ -21,6 +20,7 @@ from tests.e2e.helpers import (
     subscribe,
 )
 from tests.harness import RedisServer, ServerProcess, base_config, run_serve
+from tests.waiting import eventually
 
 LAG = "webchannel_delivery_lag_seconds"
 BUCKETS = [

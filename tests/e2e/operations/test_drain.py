@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e.helpers import CHANNELS, create_channel, wait_exit
-from tests.harness import ServerProcess, base_config, run_serve, timeout
+from tests.harness import ServerProcess, base_config, run_serve, timeout, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -246,9 +246,12 @@ def test_publishes_in_flight_when_sigterm_arrives_each_get_a_response(server: Se
     for thread in threads:
         thread.start()
     try:
-        deadline = time.monotonic() + timeout(10)
-        while tally.answered < 200 and time.monotonic() < deadline and not tally.failures:
-            time.sleep(0.01)  # polling the publishers' progress, bounded
+        wait_for(
+            lambda: tally.answered >= 200 or tally.failures,
+            10,
+            lambda: f"the publishers to make progress: {tally}",
+            interval=0.01,
+        )
         assert tally.answered >= 200, f"publishers made no progress: {tally}"
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)

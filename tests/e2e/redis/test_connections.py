@@ -16,9 +16,10 @@ import pytest
 
 from channels_api.redis_pool import IDLE_SECONDS, KEEP_IDLE, MAX_CONNECTIONS
 from tests.common import API_KEY, assert_problem
-from tests.e2e.helpers import channel_url, create_channel, eventually, http_client, publish, subscribe
+from tests.e2e.helpers import channel_url, create_channel, http_client, publish, subscribe
 from tests.e2e.redis.watch import RedisWatch
 from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

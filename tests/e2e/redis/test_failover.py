@@ -33,9 +33,8 @@ from pathlib import Path
 import pytest
 
 from channels_api.names import group_name
-from tests.e2e.helpers import create_channel, http_client, publish
+from tests.e2e.helpers import create_channel, http_client
 from tests.e2e.redis.traffic import (
-    END,
     Publisher,
     ReadyzWatcher,
     Subscriber,
@@ -43,8 +42,9 @@ from tests.e2e.redis.traffic import (
     in_order,
     lost_after_204,
     sent_after,
+    settle,
     steady_delivery,
-    wait_until,
+    wait_event,
 )
 from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
 from tests.redis_servers import ConfiguredRedis
@@ -92,7 +92,7 @@ async def test_a_failover_answers_503_until_the_replica_is_promoted_and_delivery
         tasks = [asyncio.create_task(s.run(give_up)) for s in subscribers]
         try:
             for s in subscribers:
-                await wait_until(s.ready, 10, f"{s.name} to connect")
+                await wait_event(s.ready, 10, f"{s.name} to connect")
             tasks.append(asyncio.create_task(publisher.run(stop)))
             tasks += [asyncio.create_task(watcher.run(stop)) for watcher in ready.values()]
             await steady_delivery(publisher, subscribers)
@@ -153,12 +153,3 @@ def subscriptions_on(server: ConfiguredRedis, channel: str) -> int:
     """How many connections are subscribed to ``channel`` on ``server`` (``PUBSUB NUMSUB``)."""
     with server.client() as client:
         return int(client.pubsub_numsub(channel)[0][1])
-
-
-async def settle(subscribers: list[Subscriber], publisher: Publisher) -> None:
-    """Publish :data:`END` until every subscriber has it: everything published before has arrived."""
-    deadline = time.monotonic() + timeout(10)
-    while not all(s.ended.is_set() for s in subscribers):
-        await publish(publisher.client, publisher.base_url, publisher.channel_id, END, token=publisher.token)
-        assert time.monotonic() < deadline, "the end marker did not reach every subscriber"
-        await asyncio.sleep(0.05)

@@ -16,6 +16,7 @@ import redis
 
 from tests.e2e.helpers import http_client
 from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +40,10 @@ def publishes(redis_server: RedisServer) -> int:
 
 
 async def wait_status(client: httpx.AsyncClient, server: ServerProcess, status: int, seconds: float) -> None:
-    deadline = time.monotonic() + timeout(seconds)
-    while (await client.get(f"{server.url}/readyz")).status_code != status:
-        assert time.monotonic() < deadline, f"/readyz did not answer {status} within {timeout(seconds)} s"
-        await asyncio.sleep(0.05)
+    async def answers() -> bool:
+        return (await client.get(f"{server.url}/readyz")).status_code == status
+
+    await eventually(answers, seconds, f"/readyz to answer {status}")
 
 
 @contextlib.asynccontextmanager
@@ -68,9 +69,9 @@ async def polled(client: httpx.AsyncClient, server: ServerProcess) -> AsyncItera
 
 async def first_503_after(answers: list[tuple[float, int]], since: float, seconds: float) -> float:
     """Seconds from ``since`` until the poller saw a 503."""
-    async with asyncio.timeout(timeout(seconds)):
-        while not any(at >= since and status == 503 for at, status in answers):
-            await asyncio.sleep(0.01)
+    await eventually(
+        lambda: any(at >= since and status == 503 for at, status in answers), seconds, "a 503", interval=0.01
+    )
     return min(at for at, status in answers if at >= since and status == 503) - since
 
 

@@ -24,12 +24,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
-from tests.e2e.helpers import create_channel, http_client, publish
+from tests.e2e.helpers import create_channel, http_client
 from tests.e2e.redis.traffic import (
-    END,
     Publisher,
     ReadyzWatcher,
     Subscriber,
@@ -37,10 +35,12 @@ from tests.e2e.redis.traffic import (
     in_order,
     lost_after_204,
     sent_after,
+    settle,
     steady_delivery,
-    wait_until,
+    wait_event,
 )
 from tests.harness import RedisServer, ServerProcess, timeout, wait_for
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("quiet_httpx")]
 
@@ -70,7 +70,7 @@ async def test_a_redis_restart_loses_only_204s_published_before_the_other_proces
         tasks = [asyncio.create_task(s.run(give_up)) for s in subscribers]
         try:
             for s in subscribers:
-                await wait_until(s.ready, 10, f"{s.name} to connect")
+                await wait_event(s.ready, 10, f"{s.name} to connect")
             tasks += [asyncio.create_task(publisher.run(stop)), asyncio.create_task(ready_b.run(stop))]
             await steady_delivery(publisher, subscribers)
 
@@ -84,7 +84,7 @@ async def test_a_redis_restart_loses_only_204s_published_before_the_other_proces
             ready_again = await first_answer(ready_b, 200, after=lost_at)
             await sent_after(publisher, ready_again, AFTER_READY_PUBLISHES)
             stop.set()
-            await settle(subscribers, client, a.url, channel_id, token)
+            await settle(subscribers, publisher)
         finally:
             stop.set()
             give_up.set()
@@ -115,16 +115,9 @@ async def test_a_redis_restart_loses_only_204s_published_before_the_other_proces
 
 async def refused(publisher: Publisher, count: int, after: float) -> None:
     """Wait until ``count`` publishes sent after ``after`` were answered 503 (Redis stays down meanwhile)."""
-    deadline = time.monotonic() + timeout(10)
-    while sum(p.sent >= after and p.status == 503 for p in publisher.publications) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} publishes refused while Redis was down"
-        await asyncio.sleep(0.01)
-
-
-async def settle(subscribers: list[Subscriber], client: httpx.AsyncClient, url: str, channel_id: str, token: str):
-    """Publish :data:`END` until every subscriber has it: everything published before has arrived."""
-    deadline = time.monotonic() + timeout(10)
-    while not all(s.ended.is_set() for s in subscribers):
-        await publish(client, url, channel_id, END, token=token)
-        assert time.monotonic() < deadline, "the end marker did not reach every subscriber"
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: sum(p.sent >= after and p.status == 503 for p in publisher.publications) >= count,
+        10,
+        f"{count} publishes refused while Redis was down",
+        interval=0.01,
+    )

@@ -28,6 +28,7 @@ from tests.common import API_KEY, assert_problem
 from tests.e2e.helpers import closed_with, create_channel, http_client, publish, recv_binary, subscribe
 from tests.harness import ServerProcess, base_config, serving, timeout
 from tests.redis_servers import ConfiguredRedis, redis_servers
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -170,14 +171,14 @@ async def until_published(
     client: httpx.AsyncClient, processes: list[ServerProcess], channel_id: str, seconds: float
 ) -> None:
     """Publish through each process in turn until every one answers 204 (bounded)."""
-    deadline = time.monotonic() + timeout(seconds)
     pending = list(processes)
-    while pending:
-        if await publish_status(client, pending[0], channel_id, b"probe") == 204:
+
+    async def every_one_published() -> bool:
+        while pending and await publish_status(client, pending[0], channel_id, b"probe") == 204:
             pending.pop(0)
-            continue
-        assert time.monotonic() < deadline, f"publishing to {channel_id} still fails after {timeout(seconds):.0f}s"
-        await asyncio.sleep(0.1)
+        return not pending
+
+    await eventually(every_one_published, seconds, f"publishing to {channel_id} to succeed", interval=0.1)
 
 
 async def until_received(

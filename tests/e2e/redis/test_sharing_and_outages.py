@@ -30,6 +30,7 @@ from tests.e2e.helpers import (
     subscribe,
 )
 from tests.harness import REPO, RedisServer, ServerProcess, base_config, clean_env, timeout, toml
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -47,19 +48,18 @@ def assert_open_or_retryable(ws: websockets.ClientConnection, name: str) -> bool
 
 async def wait_ready(client: httpx.AsyncClient, servers: list[ServerProcess], status: int, seconds: float) -> None:
     """Poll ``/readyz`` on every server until each answers ``status``."""
-    deadline = time.monotonic() + timeout(seconds)
     pending = list(servers)
     last: dict[str, int] = {}
-    while pending:
+
+    async def every_one_answers() -> bool:
         for server in list(pending):
             response = await client.get(f"{server.url}/readyz")
             last[server.url] = response.status_code
             if response.status_code == status:
                 pending.remove(server)
-        if not pending:
-            return
-        assert time.monotonic() < deadline, f"/readyz did not answer {status} within {timeout(seconds):.1f}s: {last}"
-        await asyncio.sleep(0.1)
+        return not pending
+
+    await eventually(every_one_answers, seconds, lambda: f"/readyz to answer {status}: {last}", interval=0.1)
 
 
 async def test_message_published_on_one_process_reaches_subscribers_on_both_in_order(

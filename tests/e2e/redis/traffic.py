@@ -19,6 +19,7 @@ import websockets
 
 from tests.e2e.helpers import publish, subscribe
 from tests.harness import timeout
+from tests.waiting import eventually
 
 END = b"end"
 """The last message a test publishes: a subscriber that receives it has received everything before."""
@@ -157,30 +158,49 @@ STEADY_SECONDS = 0.5
 async def steady_delivery(publisher: Publisher, subscribers: list[Subscriber]) -> None:
     """Wait until the publisher has run :data:`STEADY_SECONDS` and every subscriber receives."""
     started = time.monotonic()
-    deadline = started + timeout(10)
-    while time.monotonic() - started < STEADY_SECONDS or not all(s.received for s in subscribers):
-        assert time.monotonic() < deadline, "no steady delivery before the outage"
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: time.monotonic() - started >= STEADY_SECONDS and all(s.received for s in subscribers),
+        10,
+        "steady delivery before the outage",
+        interval=0.02,
+    )
 
 
 async def first_answer(watcher: ReadyzWatcher, status: int, after: float, seconds: float = 10) -> float:
     """When the first ``/readyz`` poll sent after ``after`` that answered ``status`` was answered."""
-    deadline = time.monotonic() + timeout(seconds)
-    while (sample := watcher.first(status, after)) is None:
-        assert time.monotonic() < deadline, f"/readyz of {watcher.base_url} never answered {status}"
-        await asyncio.sleep(0.01)
+    sample = await eventually(
+        lambda: watcher.first(status, after),
+        seconds,
+        f"/readyz of {watcher.base_url} to answer {status}",
+        interval=0.01,
+    )
     return sample[1]
 
 
 async def sent_after(publisher: Publisher, after: float, count: int, seconds: float = 10) -> None:
     """Wait until ``count`` publishes were sent after ``after``."""
-    deadline = time.monotonic() + timeout(seconds)
-    while sum(p.sent >= after for p in publisher.publications) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} publishes after /readyz turned 200"
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: sum(p.sent >= after for p in publisher.publications) >= count,
+        seconds,
+        f"{count} publishes after /readyz turned 200",
+        interval=0.02,
+    )
 
 
-async def wait_until(event: asyncio.Event, seconds: float, what: str) -> None:
+async def settle(subscribers: list[Subscriber], publisher: Publisher) -> None:
+    """Publish :data:`END` until every subscriber has it: everything published before has arrived."""
+
+    async def every_subscriber_ended() -> bool:
+        if all(s.ended.is_set() for s in subscribers):
+            return True
+        await publish(publisher.client, publisher.base_url, publisher.channel_id, END, token=publisher.token)
+        return False
+
+    await eventually(every_subscriber_ended, 10, "the end marker to reach every subscriber")
+
+
+async def wait_event(event: asyncio.Event, seconds: float, what: str) -> None:
+    """Wait for ``event`` to be set (no polling); fail after ``timeout(seconds)``."""
     try:
         async with asyncio.timeout(timeout(seconds)):
             await event.wait()

@@ -15,7 +15,6 @@ import httpx
 from tests.e2e.helpers import (
     closed_with,
     create_channel,
-    eventually,
     http_client,
     metric_value,
     metrics_text,
@@ -25,6 +24,7 @@ from tests.e2e.helpers import (
     subscribe,
 )
 from tests.harness import ServerProcess
+from tests.waiting import eventually
 
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 70000, 3, 100]
 """Payload sizes around the WebSocket header's length encodings (7-bit, 16-bit, 64-bit)."""

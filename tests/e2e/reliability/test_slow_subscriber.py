@@ -22,7 +22,6 @@ from tests.e2e.helpers import (
     KeepAlivePublisher,
     RssWatch,
     create_channel,
-    eventually,
     gauge_equals,
     http_client,
     metric_value,
@@ -33,6 +32,7 @@ from tests.e2e.helpers import (
     subscribe,
 )
 from tests.harness import RedisServer, ServerProcess, base_config, serving, timeout
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,6 @@ from tests.e2e.helpers import (
     channel_url,
     closed_with,
     create_channel,
-    eventually,
     gauge_equals,
     http_client,
     metric_value,
@@ -42,6 +41,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import ServerProcess, base_config, serving, timeout
 from tests.unit.test_sse_format import ParsedStream, parse_event_stream
+from tests.waiting import eventually
 
 MIB = 1024 * 1024
 

@@ -22,7 +22,6 @@ from websockets.typing import Subprotocol
 from tests.common import expired_token, make_token
 from tests.e2e.helpers import (
     create_channel,
-    eventually,
     http_client,
     metric_value,
     metrics_text,
@@ -31,6 +30,7 @@ from tests.e2e.helpers import (
     ws_url,
 )
 from tests.harness import ServerProcess, base_config, serving, timeout
+from tests.waiting import eventually
 
 PREFIX = "webchannel.bearer."
 

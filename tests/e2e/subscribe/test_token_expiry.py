@@ -15,7 +15,6 @@ import pytest
 from tests.common import token_claims
 from tests.e2e.helpers import (
     closed_with,
-    eventually,
     http_client,
     metric_value,
     metrics_text,
@@ -25,6 +24,7 @@ from tests.e2e.helpers import (
 )
 from tests.e2e.subscribe.test_sse import event_stream, events_url, stream_client
 from tests.harness import API_KEY, ServerProcess, base_config, serving, wait_for
+from tests.waiting import eventually
 from webchannel_client import AsyncClient, Client, WebchannelError
 
 pytestmark = pytest.mark.slow  # each test waits for a token to expire
