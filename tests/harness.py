@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -229,16 +230,19 @@ class RedisServer:
         """Start (or restart, on the same port) an empty server and wait until it answers."""
         for _ in range(5):
             self.port = self.port or free_port()
-            self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc = proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                wait_for(lambda: self._answers() or self.proc.poll() is not None, 10, "redis-server to start")
+                wait_for(partial(self._answers_or_exited, proc), 10, "redis-server to start")
             except AssertionError:
                 self.stop()
                 raise
-            if self.proc.poll() is None:
+            if proc.poll() is None:
                 return
             self.port = 0  # the port was taken meanwhile: try another
         raise RuntimeError("could not start redis-server")
+
+    def _answers_or_exited(self, proc: subprocess.Popen[bytes]) -> bool:
+        return self._answers() or proc.poll() is not None
 
     def _answers(self) -> bool:
         try:

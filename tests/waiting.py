@@ -36,7 +36,7 @@ def timeout(seconds: float) -> float:
     return seconds * TIMEOUT_SCALE
 
 
-def wait_for(condition: Callable[[], T], seconds: float, what: Description, interval: float = 0.02) -> T:
+def wait_for(condition: Callable[[], T | None], seconds: float, what: Description, interval: float = 0.02) -> T:
     """Poll ``condition`` every ``interval`` seconds until it returns something truthy, and return
     that; fail after ``timeout(seconds)``."""
     deadline = time.monotonic() + timeout(seconds)
@@ -51,10 +51,12 @@ def wait_for(condition: Callable[[], T], seconds: float, what: Description, inte
 
 @overload
 async def eventually(
-    condition: Callable[[], Awaitable[T]], seconds: float, what: Description, interval: float = ...
+    condition: Callable[[], Awaitable[T | None]], seconds: float, what: Description, interval: float = ...
 ) -> T: ...
 @overload
-async def eventually(condition: Callable[[], T], seconds: float, what: Description, interval: float = ...) -> T: ...
+async def eventually(
+    condition: Callable[[], T | None], seconds: float, what: Description, interval: float = ...
+) -> T: ...
 async def eventually(
     condition: Callable[[], object], seconds: float, what: Description, interval: float = 0.05
 ) -> object:

@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.typing import Subprotocol
 
 from channels_api.auth import issue_token
 from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, create_channel, require_browser
@@ -417,7 +418,7 @@ class CloseOnce:
 )
 async def test_close_codes_4000_and_4003_stop_every_other_code_reconnects(browser, shared_server, code, reconnects):
     peer = CloseOnce(code)
-    async with serve(peer.handler, "127.0.0.1", 0, subprotocols=["webchannel"]) as ws_server:
+    async with serve(peer.handler, "127.0.0.1", 0, subprotocols=[Subprotocol("webchannel")]) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
         token = issue_token("c", SECRET_KEY, ttl=600).token
         await browser.subscribe(shared_server.url, f"ws://127.0.0.1:{port}/webchannel/v1/channels/c", [token])

@@ -333,7 +333,7 @@ class RawWebSocket:
     def read_until_close(self, seconds: float) -> tuple[list[bytes], int | None]:
         """Every data frame up to the server's close frame, and the code in it; answers pings and
         the close, as a client must. Each frame within ``timeout(seconds)``."""
-        frames = []
+        frames: list[bytes] = []
         while True:
             opcode, payload = self.read_frame(seconds)
             if opcode == OP_CLOSE:
@@ -595,7 +595,9 @@ def _parse_response(data: bytes, closed: bool = False) -> RawResponse | None:
         return RawResponse(status, headers, rest[:length]) if len(rest) >= length or closed else None
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = _dechunked(rest)
-        return RawResponse(status, headers, body) if body is not None or closed else None
+        if body is None:  # incomplete: what came, as it came, if the connection ended there
+            return RawResponse(status, headers, rest) if closed else None
+        return RawResponse(status, headers, body)
     return RawResponse(status, headers, rest) if closed else None
 
 

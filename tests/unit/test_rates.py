@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 import redis
@@ -130,13 +131,13 @@ async def test_two_processes_share_the_rate_through_their_reports(target: RedisT
     await b.report(client, "test")
     await a.report(client, "test")  # learns b's 4
     assert admitted(a, "ci", 5) == 0
-    assert int(await client.get(f"test__rate__ci__{int(T)}")) == 10
+    assert int(cast(bytes, await client.get(f"test__rate__ci__{int(T)}"))) == 10
     assert 0 < await client.pttl(f"test__rate__ci__{int(T)}") <= 3000  # gone soon after its window
 
     clock.now = T + 1.0  # a new window: a new counter, and nothing known of the others yet
     assert admitted(a, "ci", 4) == 4
     await a.report(client, "test")
-    assert int(await client.get(f"test__rate__ci__{int(T) + 1}")) == 4
+    assert int(cast(bytes, await client.get(f"test__rate__ci__{int(T) + 1}"))) == 4
 
 
 async def test_a_failed_report_is_carried_by_the_next(target: RedisTarget, client: Redis) -> None:

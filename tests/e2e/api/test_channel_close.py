@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 
 import httpx
 import pytest
@@ -76,7 +77,7 @@ async def test_without_a_body_subscribers_just_close_and_later_ones_are_not_affe
     channel_id, token = create_channel(shared_server.url, "close-empty")
     async with http_client() as client:
         async with subscribe(shared_server.url, channel_id, token) as ws:
-            response = await close(client, shared_server, channel_id, **{"x-api-key": API_KEY})
+            response = await close(client, shared_server, channel_id, b"", **{"x-api-key": API_KEY})
             assert response.status_code == 204, response.text
             assert response.headers["webchannel-subscribers"] == "1"
             assert await closed_with(ws) == CHANNEL_CLOSED  # and no data frame came first
@@ -84,7 +85,7 @@ async def test_without_a_body_subscribers_just_close_and_later_ones_are_not_affe
         async with subscribe(shared_server.url, channel_id, token) as later:
             assert (await publish(client, shared_server.url, channel_id, b"again", token=token)).status_code == 204
             assert await recv_binary(later) == b"again"
-        response = await close(client, shared_server, channel_id, **{"x-api-key": API_KEY})
+        response = await close(client, shared_server, channel_id, b"", **{"x-api-key": API_KEY})
         assert response.headers["webchannel-subscribers"] == "0"
 
 
@@ -98,7 +99,7 @@ async def test_closing_needs_the_full_token_or_an_api_key_and_the_body_is_bounde
     _, other_token = create_channel(shared_server.url, "close-auth-other")
     async with http_client() as client, subscribe(shared_server.url, "close-auth", token) as ws:
         assert_problem(await close(client, shared_server, "close-auth"), 401)
-        assert_problem(await close(client, shared_server, "close-auth", **{"x-api-key": "wrong"}), 401)
+        assert_problem(await close(client, shared_server, "close-auth", b"", **{"x-api-key": "wrong"}), 401)
         assert_problem(await close(client, shared_server, "close-auth", authorization=f"Bearer {other_token}"), 403)
         assert_problem(await close(client, shared_server, "close-auth", authorization=f"Bearer {subscribe_token}"), 403)
         too_large = b"x" * (524288 + 1)  # channel.max_message_size's default, plus one
@@ -138,4 +139,4 @@ async def test_closing_through_one_process_closes_subscribers_of_every_process(
             assert await recv_binary(ws) == b"the end"
             assert await closed_with(ws) == CHANNEL_CLOSED
         for server in (a, b):
-            await eventually(lambda s=server: count_is(client, s, channel_id, 0), 10, f"{server.url} to count 0")
+            await eventually(partial(count_is, client, server, channel_id, 0), 10, f"{server.url} to count 0")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from functools import partial
 
 import httpx
 import pytest
@@ -99,7 +100,7 @@ async def test_counts_add_up_across_processes_and_a_killed_process_is_dropped(
             await stack.enter_async_context(subscribe(b.url, channel_id, token))
         started = time.monotonic()
         for server in (a, b):
-            await eventually(lambda s=server: _equals(client, s, channel_id, 3), 2, f"{server.url} to count 3")
+            await eventually(partial(_equals, client, server, channel_id, 3), 2, f"{server.url} to count 3")
         assert time.monotonic() - started < timeout(2)
 
         # The header reads the cached count: no Redis round trip per publish, converged by now.

@@ -96,7 +96,7 @@ def run_schemathesis(tmp_path: Path, base_url: str, settings: str, *args: str) -
 def create(base_url: str, channel_id: str = CHANNEL) -> dict[str, Any]:
     response = httpx.post(base_url + CHANNELS, headers={"x-api-key": API_KEY}, json={"channelId": channel_id})
     assert response.status_code == HTTPStatus.OK, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 @pytest.mark.timeout(300)

@@ -7,12 +7,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.harness import REPO, clean_env, timeout, toml
 
 CHECK_ID = re.compile(r"\(((?:security|channels_api|[a-z_]+)\.[EWIC]\d{3})\)")
 SECRET = "production-secret-0123456789abcdef0123"
-PRODUCTION = {
+PRODUCTION: dict[str, dict[str, Any]] = {
     "server": {"allowed_hosts": ["push.example.com"], "cors_origins": ["https://app.example.com"]},
     "channel": {"secret_key": SECRET, "api_keys": ["production-key-0123456789"]},
     "redis": {"url": "redis://127.0.0.1:6379/0"},

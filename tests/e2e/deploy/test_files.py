@@ -283,7 +283,7 @@ async def test_systemd_exec_start_serves_for_real_and_stops_with_status_0(
     env_file = Path(replaced([service["EnvironmentFile"][0].lstrip("-")], paths)[0])
     env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
     for assignment in service.get("Environment", []):
-        env.update(item.split("=", 1) for item in shlex.split(assignment))
+        env.update(dict(item.split("=", 1) for item in shlex.split(assignment)))
     command = replaced(shlex.split(service["ExecStart"][0]), paths)
     cwd = Path(replaced(service["WorkingDirectory"], paths)[0])
     with running(command, cwd, env, tmp_path / "unit.log") as server:

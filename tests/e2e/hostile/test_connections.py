@@ -156,7 +156,9 @@ def test_at_the_cap_an_idle_connection_makes_room_else_the_newcomer_gets_503(cap
         wait_for(lambda: httpx.get(f"{capped.url}/healthz", timeout=timeout(10)).status_code == 200, 5, "room")
     text = metrics_text(capped.url)
     assert metric_value(text, "webchannel_http_connections_closed_total", {"reason": "evicted_idle"}) == 1
-    assert metric_value(text, "webchannel_http_connections_closed_total", {"reason": "max_http_connections"}) >= 1
+    assert (
+        metric_value(text, "webchannel_http_connections_closed_total", {"reason": "max_http_connections"}) or 0
+    ) >= 1
 
 
 def test_subscribers_do_not_count_toward_the_cap(capped: ServerProcess) -> None:

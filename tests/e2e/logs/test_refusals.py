@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def refusal_line(server: ServerProcess, channel_id: str, reason: str) -> str:
 async def test_each_refusal_before_accept_is_one_access_log_line_with_its_reason(tmp_path: Path) -> None:
     config = base_config(server={"max_connections": 1})
     with serving(tmp_path, config) as server:
-        cases = {
+        cases: dict[str, tuple[str, Callable[[str], str]]] = {
             "invalid_token": (unique("bad"), lambda cid: "not-a-token"),
             "expired_token": (unique("old"), expired_token),
             "wrong_channel": (unique("other"), lambda cid: make_token("some-other-channel")),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import secrets
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ async def test_no_secret_appears_in_the_debug_log_of_a_full_session(tmp_path: Pa
     metrics_password = random_secret("metrics-password")
     wrong_api_key = random_secret("wrong-api-key")
     wrong_password = random_secret("wrong-metrics-password")
-    config = {
+    config: dict[str, dict[str, Any]] = {
         "server": {"listen_address": "127.0.0.1:0"},
         "channel": {"secret_key": secret_key, "api_keys": [api_key]},
         "metrics": {"auth_enabled": True, "auth_username": "prometheus", "auth_password": metrics_password},

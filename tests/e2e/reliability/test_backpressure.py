@@ -15,6 +15,7 @@ import contextlib
 import struct
 import time
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -60,7 +61,7 @@ async def test_concurrent_publishers_never_overrun_a_subscriber_that_reads_as_fa
                 message = await ws.recv()
             except websockets.ConnectionClosed as exc:
                 pytest.fail(f"the subscriber was closed with {exc.rcvd}, after {received}")
-            number, seq = struct.unpack("!II", message[:8])
+            number, seq = struct.unpack("!II", cast(bytes, message)[:8])
             assert seq == received.get(number, 0), f"publisher {number}: got {seq}"
             received[number] = seq + 1
 

@@ -156,16 +156,16 @@ async def test_many_subscribers_connecting_and_disconnecting_leave_the_gauge_at_
             # Five go away with a clean close handshake, five by dropping TCP, five by sending data.
             for ws in sockets[:5]:
                 await ws.close()
-            for ws in raw:
-                ws.close()
+            for raw_ws in raw:
+                raw_ws.close()
             for ws in sockets[5:10]:
                 await ws.send(b"x")
             for ws in sockets[5:10]:
                 assert await closed_with(ws) == 4003
             await gauge_equals(shared_server.url, baseline + 20)
         finally:
-            for ws in raw:
-                ws.close()
+            for raw_ws in raw:
+                raw_ws.close()
     await gauge_equals(shared_server.url, baseline)
     # Refused handshakes never count.
     with pytest.raises(websockets.InvalidStatus):

@@ -14,6 +14,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -78,6 +79,12 @@ def _started_workers(server: ServerProcess) -> list[int]:
     return [int(pid) for pid in _STARTED.findall(server.output())]
 
 
+def _exactly_started(server: ServerProcess, count: int) -> list[int] | None:
+    """The started workers, once exactly ``count`` have started."""
+    started = _started_workers(server)
+    return started if len(started) == count else None
+
+
 async def _subscribers_on_both_workers(
     server: ServerProcess, stack: contextlib.AsyncExitStack, channel_id: str, token: str
 ) -> list[tuple[int, ClientConnection]]:
@@ -87,7 +94,11 @@ async def _subscribers_on_both_workers(
         before = len(_pids(server, '" connected'))
         connection = subscribe(server.url, channel_id, token)
         ws = await connection.__aenter__()
-        pid = wait_for(lambda b=before: _pids(server, '" connected')[b:], 5, "the subscriber's access line")[0]
+
+        def new_pids(b: int = before) -> list[int]:
+            return _pids(server, '" connected')[b:]
+
+        pid = wait_for(new_pids, 5, "the subscriber's access line")[0]
         if len(kept) == SUBSCRIBERS - 1 and {p for p, _ in kept} == {pid}:
             await connection.__aexit__(None, None, None)
             continue
@@ -98,7 +109,7 @@ async def _subscribers_on_both_workers(
     raise AssertionError("the kernel never handed a subscriber to the second worker")
 
 
-def _consecutive_scrapes(scrape: Scraper, expected: dict[str, float]) -> None:
+def _consecutive_scrapes(scrape: Scraper, expected: Mapping[str, float]) -> None:
     for i in range(SCRAPES):
         assert scrape() == expected, f"scrape {i + 1} of {SCRAPES}"
 
@@ -111,7 +122,7 @@ async def test_one_scrape_of_any_worker_shows_the_whole_server(tmp_path: Path, r
     server = run_serve(tmp_path, base_config(redis={"url": redis_server.url}), args=["--workers", "2"])
     try:
         server.wait_listening()
-        workers = wait_for(lambda: len(_started_workers(server)) == 2 and _started_workers(server), 20, "2 workers")
+        workers = wait_for(lambda: _exactly_started(server, 2), 20, "2 workers")
         channel_id, token = create_channel(server.url)
         async with contextlib.AsyncExitStack() as stack:
             subscribers = await _subscribers_on_both_workers(server, stack, channel_id, token)
@@ -278,8 +289,15 @@ def test_replaced_workers_leave_a_bounded_number_of_metric_files_and_counters_ne
                     published += 1
                 victim = _current_workers(server)[kill % 2]
                 os.kill(victim, signal.SIGKILL)
-                wait_for(lambda v=victim: f"worker {v} exited" in server.output(), 10, "the supervisor to see it")
-                wait_for(lambda v=victim: v not in _current_workers(server).values(), 20, "the replacement")
+
+                def exited(v: int = victim) -> bool:
+                    return f"worker {v} exited" in server.output()
+
+                def replaced(v: int = victim) -> bool:
+                    return v not in _current_workers(server).values()
+
+                wait_for(exited, 10, "the supervisor to see it")
+                wait_for(replaced, 20, "the replacement")
                 files.append(len(list(directory.glob("*.db"))))
                 assert scrapes.failure is None, scrapes.failure
             wait_for(lambda: scrapes.count > 20, 20, "scrapes alongside the kills")

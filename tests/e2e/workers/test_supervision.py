@@ -152,9 +152,16 @@ async def test_a_crashing_worker_backs_off_while_the_other_keeps_delivering(
             delays: list[float] = []
             for round_ in range(4):
                 victim = slots(server.output())[victim_slot]
-                wait_for(lambda v=victim: worker_listening(server.output(), v), 20, "the victim to listen")
+
+                def victim_listening(v: int = victim) -> bool:
+                    return worker_listening(server.output(), v)
+
+                def restarted(n: int = round_ + 1) -> bool:
+                    return len(_RESTARTING.findall(server.output())) >= n
+
+                wait_for(victim_listening, 20, "the victim to listen")
                 os.kill(victim, signal.SIGKILL)
-                wait_for(lambda n=round_ + 1: len(_RESTARTING.findall(server.output())) >= n, 10, "the restart log")
+                wait_for(restarted, 10, "the restart log")
                 delays.append(float(_RESTARTING.findall(server.output())[round_][1]))
                 # While the slot waits (and while its worker starts), every new connection
                 # reaches the surviving worker, and the subscriber there gets every message.
