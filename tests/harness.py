@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -168,6 +169,21 @@ def run_serve(
             env=clean_env(**{"WC_LOG": "info", "WC_ENV_FILE": "", **(env or {})}),
         )
     return ServerProcess(proc, log_path)
+
+
+def console_script(bin_dir: Path, source: Path = REPO, name: str = "webchannel") -> Path:
+    """``bin_dir/name``, the console script pip writes for ``[project.scripts]`` of pyproject.toml,
+    importing the packages from ``source`` (this checkout, or a copy of what an image copies)
+    rather than from site-packages. ``tests/e2e/test_install.py`` runs a real ``pip install``."""
+    module, function = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"][name].split(":")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / name
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(source)!r})\n"
+        f"from {module} import {function}\nif __name__ == '__main__':\n    sys.exit({function}())\n"
+    )
+    script.chmod(0o755)
+    return script
 
 
 @contextlib.contextmanager

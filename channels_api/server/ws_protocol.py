@@ -47,7 +47,7 @@ from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 
 from .. import metrics
-from ..events import REFUSAL, SEND_FRAMES, CloseCode, close_reason
+from ..events import REFUSAL, SEND_FRAMES, CloseCode, RefusalReason, close_reason
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 from ..problems import problem_message
 from .direct_write import write_now, write_parts_now
@@ -102,6 +102,20 @@ _HANDSHAKE_LEFTOVERS = (
     "websocket_protocols",
 )
 _deliveries = metrics.deliveries
+REFUSAL_DETAILS: dict[str, str] = {
+    RefusalReason.INVALID_TOKEN: "the token is missing, malformed, wrongly signed or not yet valid",
+    RefusalReason.EXPIRED_TOKEN: "the token has expired; fetch a fresh one",
+    RefusalReason.WRONG_CHANNEL: "the token is for another channel",
+    RefusalReason.INVALID_CHANNEL_ID: (
+        "the channel id in the URL breaks the rules (1-128 characters, no /, whitespace or control "
+        "characters, percent-encoded UTF-8)"
+    ),
+    RefusalReason.INVALID_FRAMES: "the frames parameter must be binary or text",
+    RefusalReason.MAX_CONNECTIONS: "this server holds as many subscribers as it may; retry later or elsewhere",
+    RefusalReason.LAYER_UNAVAILABLE: "the channel layer is unavailable; retry",
+}
+"""What each refusal means for the client, after the reason the access log and the
+``webchannel_websocket_refused_total{reason}`` label name."""
 ASCII_HEADERS = ("sec-websocket-protocol",)
 """Handshake headers Daphne decodes as ASCII (its own ``UnicodeDecodeError`` would be a 500)."""
 
@@ -267,14 +281,18 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         (the application crashed).
 
         autobahn would send its reason, holding what the client sent, as the status line, and
-        no body. A 500's reason (the exception) is not sent at all.
+        no body. A 500's reason (the exception) is not sent at all. Daphne's 403 says only "Access
+        denied": its ``detail`` is the application's :class:`RefusalReason` and what it means.
         """
         self.wasNotCleanReason = reason
         try:
             status = HTTPStatus(code)
         except ValueError:
             status = HTTPStatus.BAD_REQUEST
-        detail = reason if status < HTTPStatus.INTERNAL_SERVER_ERROR else "unexpected server error"
+        if self.rejected:  # Daphne's 403 "Access denied": say why, as the access log does
+            detail = refusal_detail(self.refusal)
+        else:
+            detail = reason if status < HTTPStatus.INTERNAL_SERVER_ERROR else "unexpected server error"
         self.sendData(problem_message(status, detail, responseHeaders or ()))
         if "request" not in self.__dict__:  # refused before Daphne (and its access line) saw it
             self._log_refused(status)
@@ -409,6 +427,13 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         """
         self.closeHandshakeTimeout = self.server.ping_timeout
         self.sendCloseFrame(code=code, reasonUtf8=code.reason.encode())
+
+
+def refusal_detail(reason: str | None) -> str:
+    """The ``detail`` of a refused subscribe's 403: ``"<reason>: <what it means>"``."""
+    if reason is None:  # closed before accept without a reason, or not accepted in time
+        return "the subscribe was refused"
+    return f"{reason}: {REFUSAL_DETAILS.get(reason, 'the subscribe was refused')}"
 
 
 _last_binary: tuple[bytes, bytes] = (b"", b"\x82\x00")

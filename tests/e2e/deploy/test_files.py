@@ -1,16 +1,21 @@
 """The deployment files: ``deploy/systemd/webchannel.service``, ``Dockerfile`` and ``compose.yaml``.
 
-No container can be built here (no Docker engine, no image registry), so the Dockerfile is
-linted with hadolint, and each file's command is run for real: taken from the file, with only
-the install paths, the listen address and the Redis address replaced, against a real Redis,
-until ``/readyz`` answers and a create, subscribe and publish round trip works; then SIGTERM
-and exit status 0. The Dockerfile's command runs from a copy of exactly the files it copies,
-and the health checks the files declare are run too.
+All three use one layout: the package installed with pip into a virtualenv at
+``/opt/webchannel``, run as its console script ``webchannel``. No container can be built here
+(no Docker engine, no image registry), so the Dockerfile is linted with hadolint, and each
+file's command is run for real: taken from the file, with only the install paths, the listen
+address and the Redis address replaced, against a real Redis, until ``/readyz`` answers and a
+create, subscribe and publish round trip works; then SIGTERM and exit status 0. The virtualenv
+is stood in for by the console script pip writes (:func:`tests.harness.console_script`),
+importing this checkout, or for the image a copy of exactly the files the Dockerfile copies;
+``tests/e2e/test_install.py`` runs the real ``pip install``. The health checks the files
+declare are run too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
@@ -36,6 +41,7 @@ from tests.harness import (
     RedisServer,
     ServerProcess,
     clean_env,
+    console_script,
     redis_server_binary,
     timeout,
     toml,
@@ -47,7 +53,8 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 COMPOSE = REPO / "compose.yaml"
 
-INSTALL_DIR = "/opt/webchannel"  # where the unit expects the checkout and its .venv
+INSTALL_DIR = "/opt/webchannel"  # the virtualenv the package is installed in, by the unit and the image
+CONFIG_FILE = "/etc/webchannel/webchannel.toml"
 IMAGE_PORT = "8080"  # what the image and compose.yaml listen on
 DEFAULT_DRAIN_WINDOW = ServerConfig().drain_window
 SUPERVISOR_GRACE = 5.0  # serve --workers waits drain_window + this for its workers
@@ -96,6 +103,12 @@ def exec_form(arguments: str) -> list[str]:
     result = yaml.safe_load(arguments)  # JSON is YAML
     assert isinstance(result, list), arguments
     return [str(item) for item in result]
+
+
+def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The instructions of the image's last stage (after its last ``FROM``)."""
+    last = max(i for i, (name, _) in enumerate(instructions) if name == "FROM")
+    return instructions[last:]
 
 
 def only(instructions: list[tuple[str, str]], keyword: str) -> str:
@@ -205,6 +218,28 @@ def stop_cleanly(server: ServerProcess) -> None:
     assert "Traceback" not in server.output(), server.output()
 
 
+def installed(root: Path, source: Path = REPO) -> Path:
+    """A stand-in for ``INSTALL_DIR`` under ``root``: a ``bin/webchannel`` that imports ``source``."""
+    venv = root / "opt-webchannel"
+    console_script(venv / "bin", source)
+    return venv
+
+
+def image_command(args: list[str], venv: Path) -> tuple[list[str], dict[str, str]]:
+    """The image's ENTRYPOINT with ``args``, and its environment, found through the image's
+    ``PATH`` in the stand-in for its virtualenv ``venv``."""
+    stage = final_stage(dockerfile_instructions(DOCKERFILE))
+    env = dockerfile_env(stage)
+    path = env.pop("PATH")
+    assert path.startswith(f"{INSTALL_DIR}/bin:"), path
+    env["PATH"] = f"{venv}/bin{os.pathsep}{os.environ.get('PATH', '')}"
+    command = [*exec_form(only(stage, "ENTRYPOINT")), *args]
+    assert command[0] == "webchannel", command
+    command[0] = shutil.which(command[0], path=env["PATH"]) or command[0]
+    assert command[0] == str(venv / "bin" / "webchannel"), command
+    return command, env
+
+
 def run_check(command: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout(20), check=False)
 
@@ -218,7 +253,7 @@ def image_app_dir(root: Path) -> Path:
     app.mkdir(parents=True)
     ignored = ignored_names(DOCKERIGNORE)
     for name, arguments in instructions:
-        if name != "COPY":
+        if name != "COPY" or "--from=" in arguments:  # from a build stage, not the context
             continue
         *sources, destination = [arg for arg in shlex.split(arguments) if not arg.startswith("--")]
         for source in sources:
@@ -249,18 +284,17 @@ def test_systemd_unit_restarts_on_failure_drains_on_stop_and_lifts_the_open_file
     stop_seconds = float(service["TimeoutStopSec"][0])
     assert stop_seconds > DEFAULT_DRAIN_WINDOW + SUPERVISOR_GRACE
     command = shlex.split(service["ExecStart"][0])
-    assert command[:3] == [f"{INSTALL_DIR}/.venv/bin/python", f"{INSTALL_DIR}/manage.py", "serve"]
+    assert command[:2] == [f"{INSTALL_DIR}/bin/webchannel", "serve"]
+    assert command[command.index("-c") + 1] == CONFIG_FILE
     assert "--workers" in command
-    assert service["WorkingDirectory"] == [INSTALL_DIR]
+    assert "WorkingDirectory" not in service  # nothing is read from it
 
 
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     analyze = programs.require("systemd-analyze")
-    # verify also checks that ExecStart's program exists: point it at this checkout.
+    # verify also checks that ExecStart's program exists: point it at a stand-in.
     unit = tmp_path / "webchannel.service"
-    unit.write_text(
-        replaced([UNIT.read_text()], {f"{INSTALL_DIR}/.venv/bin/python": sys.executable, INSTALL_DIR: str(REPO)})[0]
-    )
+    unit.write_text(replaced([UNIT.read_text()], {INSTALL_DIR: str(installed(tmp_path))})[0])
     result = run_check([analyze, "verify", str(unit)])
     # Unknown keys and bad values are only warnings (exit status 0), so any output fails too.
     assert result.returncode == 0, result.stderr
@@ -274,18 +308,19 @@ async def test_systemd_exec_start_serves_for_real_and_stops_with_status_0(
     service = unit_directives(UNIT)["Service"]
     etc = tmp_path / "etc-webchannel"
     etc.mkdir()
-    # Secrets in the environment file (read by systemd as root), the rest in config.toml.
-    (etc / "config.toml").write_text(
+    # Secrets in the environment file (read by systemd as root), the rest in webchannel.toml.
+    (etc / Path(CONFIG_FILE).name).write_text(
         toml({"server": {"listen_address": "127.0.0.1:0"}, "redis": {"url": redis_server.url}})
     )
     (etc / "env").write_text(f"WC_CHANNEL__SECRET_KEY={SECRET_KEY}\nWC_CHANNEL__API_KEYS={API_KEY}\n")
-    paths = {f"{INSTALL_DIR}/.venv/bin/python": sys.executable, INSTALL_DIR: str(REPO), "/etc/webchannel": str(etc)}
+    paths = {INSTALL_DIR: str(installed(tmp_path)), "/etc/webchannel": str(etc)}
     env_file = Path(replaced([service["EnvironmentFile"][0].lstrip("-")], paths)[0])
     env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
     for assignment in service.get("Environment", []):
         env.update(dict(item.split("=", 1) for item in shlex.split(assignment)))
     command = replaced(shlex.split(service["ExecStart"][0]), paths)
-    cwd = Path(replaced(service["WorkingDirectory"], paths)[0])
+    cwd = tmp_path / "root"  # no WorkingDirectory: systemd starts it in /
+    cwd.mkdir()
     with running(command, cwd, env, tmp_path / "unit.log") as server:
         await round_trip(server)
         stop_cleanly(server)
@@ -302,13 +337,16 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_dockerfile_runs_as_non_root_with_a_readyz_healthcheck() -> None:
-    instructions = dockerfile_instructions(DOCKERFILE)
-    assert only(instructions, "FROM").startswith("python:3.11-slim")
+    all_stages = dockerfile_instructions(DOCKERFILE)
+    assert all(arguments.startswith("python:3.11-slim") for name, arguments in all_stages if name == "FROM")
+    instructions = final_stage(all_stages)
+    assert f"COPY --from=build {INSTALL_DIR} {INSTALL_DIR}" in [f"COPY {arguments}" for _, arguments in instructions]
     user = only(instructions, "USER")
     assert user.split(":")[0] not in ("root", "0")
     assert only(instructions, "EXPOSE") == IMAGE_PORT
     assert any("/readyz" in arg for arg in healthcheck_command(only(instructions, "HEALTHCHECK")))
     assert dockerfile_env(instructions)["WC_SERVER__LISTEN_ADDRESS"] == f"0.0.0.0:{IMAGE_PORT}"
+    assert exec_form(only(instructions, "ENTRYPOINT")) == ["webchannel"]
     assert exec_form(only(instructions, "CMD")) == ["serve"]
     # Never in the build context: local secrets and the virtualenv.
     assert {".env", ".venv", ".git"} <= ignored_names(DOCKERIGNORE)
@@ -316,17 +354,14 @@ def test_dockerfile_runs_as_non_root_with_a_readyz_healthcheck() -> None:
 
 @pytest.mark.slow
 async def test_the_images_command_serves_from_the_copied_files_and_its_healthcheck_passes(tmp_path: Path) -> None:
-    instructions = dockerfile_instructions(DOCKERFILE)
-    app = image_app_dir(tmp_path / "image")
-    command = [*exec_form(only(instructions, "ENTRYPOINT")), *exec_form(only(instructions, "CMD"))]
-    assert command[0] == "python"
-    command[0] = sys.executable
-    env = dockerfile_env(instructions)
+    instructions = final_stage(dockerfile_instructions(DOCKERFILE))
+    venv = installed(tmp_path, image_app_dir(tmp_path / "image"))
+    command, env = image_command(exec_form(only(instructions, "CMD")), venv)
     env["WC_SERVER__LISTEN_ADDRESS"] = "127.0.0.1:0"
     # As `docker run -e ...` would set them (without them the image prints a generated key).
     env.update(WC_CHANNEL__SECRET_KEY=SECRET_KEY, WC_CHANNEL__API_KEYS=API_KEY)
     healthcheck = healthcheck_command(only(instructions, "HEALTHCHECK"))
-    with running(command, app, env, tmp_path / "image.log") as server:
+    with running(command, tmp_path, env, tmp_path / "image.log") as server:
         probe = [sys.executable, *replaced(healthcheck[1:], {f"127.0.0.1:{IMAGE_PORT}": f"127.0.0.1:{server.port}"})]
         assert healthcheck[0] == "python"
         result = run_check(probe)
@@ -356,13 +391,9 @@ def test_compose_runs_two_workers_after_a_healthy_redis_with_no_secret_in_the_fi
 async def test_compose_command_and_health_checks_run_for_real(tmp_path: Path, redis_server: RedisServer) -> None:
     services = compose_file()["services"]
     webchannel = services["webchannel"]
-    instructions = dockerfile_instructions(DOCKERFILE)
-    app = image_app_dir(tmp_path / "image")
-    command = [*exec_form(only(instructions, "ENTRYPOINT")), *webchannel["command"]]
-    assert command[0] == "python"
-    command[0] = sys.executable
+    venv = installed(tmp_path, image_app_dir(tmp_path / "image"))
+    command, env = image_command(webchannel["command"], venv)
     variables = {"WC_CHANNEL__SECRET_KEY": SECRET_KEY, "WC_CHANNEL__API_KEYS": API_KEY}
-    env = dockerfile_env(instructions)
     env.update({name: interpolate(str(value), variables) for name, value in webchannel["environment"].items()})
     assert env["WC_SERVER__LISTEN_ADDRESS"] == f"0.0.0.0:{IMAGE_PORT}"
     env["WC_SERVER__LISTEN_ADDRESS"] = "127.0.0.1:0"
@@ -376,7 +407,7 @@ async def test_compose_command_and_health_checks_run_for_real(tmp_path: Path, re
 
     healthcheck = webchannel["healthcheck"]["test"][1:]
     assert healthcheck[0] == "python"
-    with running(command, app, env, tmp_path / "compose.log") as server:
+    with running(command, tmp_path, env, tmp_path / "compose.log") as server:
         probe = [sys.executable, *replaced(healthcheck[1:], {f"127.0.0.1:{IMAGE_PORT}": f"127.0.0.1:{server.port}"})]
         result = run_check(probe)
         assert result.returncode == 0, result.stderr
