@@ -49,6 +49,22 @@ KEY_FIELDS = {
 """What each field of a ``[[channel.keys]]`` table means; :func:`render` refuses to run when the
 schema's fields differ, so a field added to the loader cannot be missing here."""
 
+NOTES = {
+    "server.listen_address": "`localhost` is accepted.",
+    "server.ping_timeout": "Also how long a subscriber the server closes has to read what it was sent.",
+    "server.drain_window": "HTTP requests already accepted are answered meanwhile.",
+    "channel.secret_key": "Required with Redis (`redis.url` or `redis.sentinels`): every process verifies every token.",
+    "channel.api_keys": "Each key has every scope; see `[[channel.keys]]` below for keys with fewer.",
+    "redis.master_name": "Required with `redis.sentinels`.",
+    "redis.prefix": "Also the start of every key it stores (subscriber counts, publish rates).",
+    "redis.ssl_ca_certs": "Read when the configuration is loaded: a missing or unreadable file is a startup error.",
+    "metrics.auth_username": "Required when `metrics.auth_enabled` is true.",
+    "metrics.auth_password": "Required when `metrics.auth_enabled` is true.",
+}
+"""What the page adds to a key's help text: rules enforced across keys by the loader and the
+system checks, which a help string cannot see. :func:`render` refuses a note for a key the schema
+does not have."""
+
 TYPES: dict[Any, str] = {
     str: "string",
     str | None: "string",
@@ -146,7 +162,7 @@ def _section(name: str, section_keys: list[Key]) -> list[str]:
     lines = [f"## `[{name}]`", "", doc[0].upper() + doc[1:] if doc else "", ""]
     lines += ["| key | type | default | environment | meaning |", "| --- | --- | --- | --- | --- |"]
     for key in section_keys:
-        meaning = key.help + (" *Secret.*" if key.secret else "")
+        meaning = " ".join(filter(None, (key.help, NOTES.get(key.dotted), "*Secret.*" if key.secret else "")))
         row = (f"`{key.dotted}`", _type(key), _value(key.default), _environment(key), meaning)
         lines.append("| " + " | ".join(_cell(cell) for cell in row) + " |")
     return [*lines, ""]
@@ -195,6 +211,9 @@ def render() -> str:
     by_section: dict[str, list[Key]] = {}
     for key in keys():
         by_section.setdefault(key.section, []).append(key)
+    unknown = NOTES.keys() - {key.dotted for key in keys()}
+    if unknown:
+        raise RuntimeError(f"channels_api.config_docs.NOTES names keys the schema does not have: {sorted(unknown)}")
     for name, section_keys in by_section.items():
         lines += _section(name, section_keys)
     lines += _key_tables()
