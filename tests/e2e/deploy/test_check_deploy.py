@@ -37,7 +37,7 @@ def check_deploy(tmp_path: Path, config: dict | None) -> tuple[set[str], str]:
 
 
 def readme_paragraph() -> str:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "operations" / "deployment.md").read_text()
     start = text.index("`manage.py check --deploy`")
     return text[start : text.index("\n\n", start)]
 

@@ -15,8 +15,6 @@ import pytest
 from tests.e2e.helpers import non_empty_lines
 from tests.harness import REPO, SECRET_KEY, clean_env, console_script, timeout, toml
 
-pytestmark = pytest.mark.e2e
-
 SHORT_SECRET = "short-secret"  # channels_api.W001: shows that check read the file
 FILE_TTL = 4242
 

@@ -18,7 +18,7 @@ from tests.common import assert_problem_parts, expired_token, make_token
 from tests.e2e.helpers import CHANNELS, create_channel, subscribe
 from tests.harness import ServerProcess, base_config, serving, timeout, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a server of its own (max_connections 1)
+pytestmark = [pytest.mark.slow]  # a server of its own (max_connections 1)
 
 
 def unique(stem: str) -> str:
