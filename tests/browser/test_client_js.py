@@ -290,7 +290,7 @@ async def test_an_expired_token_is_replaced_through_get_token_before_reconnectin
     # reading exp explains why the attempt after the restart asks for a fresh one.
     await browser.evaluate(
         f"(() => {{ const skew = {long.expires_at + 1} * 1000 - Date.now(); "
-        "const now = Date.now; Date.now = () => now() + skew; }})()"
+        "const now = Date.now; Date.now = () => now() + skew; })()"
     )
 
     server = restartable.restart()
@@ -381,7 +381,11 @@ async def test_the_real_server_closing_with_4003_stops_the_subscription(browser,
     # The module never sends; the test does, on the module's socket, to make the server close it.
     await browser.evaluate("window.__sockets[0].socket.send('data from a subscriber')")
     await browser.wait("window.__statuses.some((s) => s.state === 'stopped')", "the subscription to stop")
-    assert (await browser.evaluate("window.__statuses"))[-1] == {"state": "stopped", "code": 4003, "reason": ""}
+    assert (await browser.evaluate("window.__statuses"))[-1] == {
+        "state": "stopped",
+        "code": 4003,
+        "reason": "data from client",
+    }
     assert await browser.stays_false("window.__sockets.length > 1", seconds=1.5), "it reconnected after 4003"
 
 
