@@ -85,15 +85,15 @@ INTRO = f"""\
 
 # Configuration reference
 
-Every key webchannel reads, from the schema in `channels_api/config.py` (the loader, `manage.py
+Every key webchannel reads, from the schema in `channels_api/config.py` (the loader, `webchannel
 genconfig` and this page all use it). How to start a file (`genconfig`), `.env` files and what
 happens to unset secrets: [Configuring](../operations/running.md#configuring).
 
 ## Sources and syntax
 
-- **Sources**, later wins: built-in defaults < a TOML file < a `.env` file < environment
-  variables. The file is named by `manage.py serve -c FILE` (or `--config-file FILE`) or by
-  `{config.ENV_CONFIG_FILE}=FILE`, so any ASGI server can use it.
+- **Sources**, later wins: built-in defaults < TOML file (`-c FILE` / `--config-file FILE` on any
+  [command](../operations/running.md#the-command-line), or `{config.ENV_CONFIG_FILE}=FILE`, so any
+  ASGI server can use it) < a `.env` file < environment variables `{config.ENV_PREFIX}SECTION__KEY`.
 - **Environment variables** are `{config.ENV_PREFIX}<SECTION>__<KEY>`, e.g. `WC_CHANNEL__TTL=60`.
   An unknown `{config.ENV_PREFIX}X__Y` variable is an error, as is an unknown key in the file.
 - **Lists** are TOML arrays in the file (`api_keys = ["first-key", "second-key"]`; a plain
