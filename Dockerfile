@@ -6,7 +6,7 @@
 # Build: `docker build -t webchannel .`; run with Redis and two workers: `docker compose up`
 # (compose.yaml). Alone, the image runs one process with the in-process channel layer on
 # 0.0.0.0:8080. The test suite lints this file with hadolint and runs its command from a copy of
-# exactly the files it copies (tests/e2e/test_deploy_files.py).
+# exactly the files it copies (tests/e2e/deploy/test_files.py).
 FROM python:3.11-slim AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
