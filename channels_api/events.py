@@ -24,19 +24,24 @@ class RelayMessage(TypedDict):
 
 SEND_FRAMES = "webchannel.send_frames"
 """An ASGI extension of webchannel's own server: the message ``{"type": SEND_FRAMES, "payloads":
-[...]}`` writes several binary frames to a subscriber's socket with one system call. The server
-names it in the scope's ``extensions``; under any other server each message is sent on its own."""
-
-COMMIT = "webchannel.commit"
-"""An ASGI extension of webchannel's own server, for HTTP requests: ``scope["extensions"][COMMIT]``
-is a :class:`Commitment`. A view that is about to hand a message to the channel layer (a
-publish, a channel's last message) commits its request first: a draining server then never
-answers it 503 when its deadline comes (a client retries every 503: the message would arrive
-twice), and waits for its answer instead. Under any other server the extension is absent."""
+[...], "text": False}`` writes payloads to a subscriber's socket as frames, with one system call:
+binary frames, or with ``"text": True`` a text frame for each payload that is valid UTF-8. The
+server frames each message once for all the subscribers it is written to. It names the extension
+in the scope's ``extensions``; under any other server each message is sent on its own."""
 
 
-class Commitment(Protocol):
-    """What :data:`COMMIT` names in the scope of an HTTP request."""
+class RequestState(Protocol):
+    """What the ``webchannel.request`` extension of webchannel's server holds for one HTTP request
+    (see :data:`channels_api.logs.REQUEST`).
+
+    A view about to hand a message to the channel layer (a publish, a channel's last message)
+    commits its request first: a draining server then never answers it 503 when its deadline
+    comes (a client retries every 503: the message would arrive twice), and waits for its
+    answer instead.
+    """
+
+    key_name: str | None
+    """The API key (name) that authenticated the request, for its access-log line."""
 
     @property
     def draining(self) -> asyncio.Future[None]:
@@ -47,6 +52,12 @@ class Commitment(Protocol):
         """The request is about to have its effect: never answer it 503 from now on. False if the
         server stopping has already answered it 503: then the request must not have its effect."""
         ...
+
+
+SENT = "webchannel.sent"
+"""A key of webchannel's own in the ``http.response.body`` messages of an event stream: the
+messages and payload bytes the body carries, ``(messages, bytes)``. webchannel's server counts
+them as sent once it has written the body (as it counts WebSocket frames); others ignore it."""
 
 
 REFUSAL = "webchannel.refusal"

@@ -15,13 +15,13 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from channels_api import metrics
 from channels_api.apps import announce_generated_secrets
+from channels_api.checks import exit_if_unfit
 from channels_api.config import Config, RedisConfig, parse_listen_address
 from channels_api.logs import log_action
 from channels_api.management.cli import exit_with_config_error
+from channels_api.metric_files import MetricsDirectory
 from channels_api.redis_hosts import describe_host, layer_hosts
-from channels_api.server.compat import exit_if_incompatible
-from channels_api.server.metric_files import MetricsDirectory
-from channels_api.server.workers import (
+from channels_api.supervisor import (
     BACKLOG,
     WORKER_TIMEOUT,
     Supervisor,
@@ -83,8 +83,8 @@ class Command(BaseCommand):
             logger.error("the supervisor is gone: exiting")
             return
         config = settings.WEBCHANNEL
-        # Before the server's modules are imported: they subclass what the check verifies.
-        exit_if_incompatible(include_redis=config.redis.enabled)
+        # Before the server's modules are imported: they subclass what the checks verify.
+        exit_if_unfit()
         _raise_open_files_limit(config.server.max_connections)
         host, port = parse_listen_address(config.server.listen_address)
         workers = options["workers"]
@@ -135,6 +135,7 @@ class Command(BaseCommand):
             endpoints=endpoints,
             action_logger=log_action if config.server.access_log else None,
             server_name="webchannel",
+            config=config,
             supervised=options["heartbeat_fd"] is not None,
         )
         if options["heartbeat_fd"] is not None:
