@@ -90,7 +90,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         finally:
             await self._leave()  # also when the consumer crashed or was cancelled
 
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
+    async def websocket_connect(self, message: Message) -> None:
         """Open the subscription (admit, authorize, join), accept, start relaying."""
         state = runtime()
         state.serve()
@@ -154,12 +154,12 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             logger.exception("relay failed; closing the subscriber")
             await self._close(CloseCode.INTERNAL_ERROR)
 
-    async def websocket_receive(self, message: dict[str, Any]) -> None:
+    async def websocket_receive(self, message: Message) -> None:
         """Subscriber sockets are receive-only: any data frame closes the connection."""
         metrics.websocket_messages_received.inc()
         await self._close(CloseCode.DATA_FROM_CLIENT)
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def websocket_disconnect(self, message: Message) -> None:
         """Leave the group and stop."""
         raise StopConsumer()
 

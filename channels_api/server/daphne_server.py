@@ -45,6 +45,7 @@ from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 
+from ..asgi_types import Scope
 from ..config import Config
 from ..events import SEND_FRAMES, CloseCode
 from ..logs import REQUEST
@@ -184,7 +185,7 @@ class WebchannelServer(Server):  # type: ignore[misc]
         tune_garbage_collector()
         super().run()
 
-    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Inbox | None:
+    def create_application(self, protocol: Any, scope: Scope) -> Inbox | None:
         """Daphne's, with an :class:`Inbox` for the connection's events instead of an ``asyncio.Queue``,
         and a subscriber's ``send`` going straight to its protocol."""
         assert "application_instance" not in self.connections[protocol]

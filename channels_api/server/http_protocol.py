@@ -61,6 +61,7 @@ from twisted.internet import reactor as _reactor
 from twisted.web import http
 
 from .. import metrics
+from ..asgi_types import Message
 from ..config import ServerConfig
 from ..events import SENT
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
@@ -219,7 +220,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
             channel.factory.stop_counting(channel)
         return processed
 
-    def handle_reply(self, message: dict[str, Any]) -> None:
+    def handle_reply(self, message: Message) -> None:
         silent = False
         if self.event_stream and message["type"] == "http.response.body":
             if not self._may_write(message):
@@ -281,7 +282,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         with access_note(AccessNote(self.access_client, key=key)):
             self.server.log_action("http", "complete", details)
 
-    def _may_write(self, message: dict[str, Any]) -> bool:
+    def _may_write(self, message: Message) -> bool:
         """False, and the stream cut off, when ``message`` would take what a stalled reader
         left unsent past ``server.max_backlog_bytes``."""
         if self.too_slow:
@@ -370,7 +371,7 @@ class _StreamProducer:
         self.request.paused = False
 
 
-def _is_event_stream(message: dict[str, Any]) -> bool:
+def _is_event_stream(message: Message) -> bool:
     return any(
         name.lower() == b"content-type" and value.startswith(b"text/event-stream")
         for name, value in message.get("headers", ())

@@ -45,6 +45,7 @@ from autobahn.websocket.utf8validator import Utf8Validator
 from daphne.ws_protocol import WebSocketProtocol
 
 from .. import metrics
+from ..asgi_types import Message
 from ..events import REFUSAL, SEND_FRAMES, CloseCode, close_reason
 from ..framing import BINARY, TEXT, frame_head
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
@@ -233,7 +234,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
     def stopProducing(self) -> None:
         self.paused = False
 
-    async def send_from_application(self, message: dict[str, Any]) -> None:
+    async def send_from_application(self, message: Message) -> None:
         """The application's ASGI ``send`` for this socket.
 
         A message goes straight to :meth:`send_frame`, without Daphne's per-message
@@ -247,7 +248,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         else:
             await self.server.handle_reply(self, message)
 
-    def handle_reply(self, message: dict[str, Any]) -> None:
+    def handle_reply(self, message: Message) -> None:
         if message.get("type") == "websocket.send":
             self.send_frame(message)
         else:
@@ -306,7 +307,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         with access_note(note):
             call(*args)
 
-    def send_frame(self, message: dict[str, Any]) -> None:
+    def send_frame(self, message: Message) -> None:
         """Write one ``websocket.send`` as one frame (also when empty, unlike Daphne)."""
         payload = message.get("bytes")
         if payload is None:  # a text message: under webchannel's consumer, only from another kind of sender
