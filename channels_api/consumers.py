@@ -105,7 +105,7 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if frames is None:  # a typo would otherwise silently give binary frames
                 raise subscription.refuse(RefusalReason.INVALID_FRAMES, "frames must be binary or text")
         except Refused as refused:
-            await self.base_send({"type": "websocket.close", REFUSAL: refused.reason.value, "reason": refused.detail})
+            await self.base_send({"type": "websocket.close", REFUSAL: refused.reason.value})
             return
         self.text_frames = frames == "text"
         try:

@@ -174,3 +174,27 @@ class RefusalReason(StrEnum):
     """The process already holds ``server.max_connections`` subscriber sockets."""
     LAYER_UNAVAILABLE = "layer_unavailable"
     """The channel layer could not add the subscriber (accepted, then closed at once with 4013)."""
+
+
+REFUSAL_MEANINGS: dict[str, str] = {
+    RefusalReason.INVALID_TOKEN: "the token is missing, malformed, wrongly signed or not yet valid",
+    RefusalReason.EXPIRED_TOKEN: "the token has expired; fetch a fresh one",
+    RefusalReason.WRONG_CHANNEL: "the token is for another channel",
+    RefusalReason.INVALID_CHANNEL_ID: (
+        "the channel id in the URL breaks the rules (1-128 characters, no /, whitespace or control "
+        "characters, percent-encoded UTF-8)"
+    ),
+    RefusalReason.INVALID_FRAMES: "the frames parameter must be binary or text",
+    RefusalReason.MAX_CONNECTIONS: "this server holds as many subscribers as it may; retry later or elsewhere",
+    RefusalReason.LAYER_UNAVAILABLE: "the channel layer is unavailable; retry",
+}
+"""What each refusal means for the client, after the reason the access log and the
+``webchannel_websocket_refused_total{reason}`` label name."""
+
+
+def refusal_detail(reason: str | None) -> str:
+    """The ``detail`` of a refused subscribe: ``"<reason>: <what it means>"``, the reason being the
+    one the access log and ``webchannel_websocket_refused_total`` name (the same for both transports)."""
+    if reason is None:  # closed before accept without a reason, or not accepted in time
+        return "the subscribe was refused"
+    return f"{reason}: {REFUSAL_MEANINGS.get(reason, 'the subscribe was refused')}"

@@ -34,7 +34,7 @@ from . import metrics
 from .asgi_types import Scope
 from .auth import BEARER_SUBPROTOCOL_PREFIX, Grant, bearer_token, verify_grant
 from .backlog import OVERFLOWED, Backlog
-from .events import CloseCode, RefusalReason
+from .events import CloseCode, RefusalReason, refusal_detail
 from .exceptions import InvalidChannelId, ScopeDenied, TokenError
 from .names import channel_id_from_url, group_name
 
@@ -60,12 +60,13 @@ _REFUSAL_STATUS = {
 
 
 class Refused(Exception):
-    """A subscribe refused for ``reason``; ``detail`` says why in words a client may read."""
+    """A subscribe refused for ``reason``; ``detail`` names the reason and what it means, in
+    words a client may read (the same for both transports)."""
 
-    def __init__(self, reason: RefusalReason, detail: str) -> None:
-        super().__init__(detail)
+    def __init__(self, reason: RefusalReason) -> None:
         self.reason = reason
-        self.detail = detail
+        self.detail = refusal_detail(reason.value)
+        super().__init__(self.detail)
 
     @property
     def status(self) -> HTTPStatus:
@@ -182,10 +183,10 @@ class Subscription:
         return self._refused(reason, detail)
 
     @staticmethod
-    def _refused(reason: RefusalReason, detail: str) -> Refused:
+    def _refused(reason: RefusalReason, why: str) -> Refused:
         metrics.websocket_refused.labels(reason=reason.value).inc()
-        logger.debug("subscribe refused: %s (%s)", reason.value, detail)
-        return Refused(reason, detail)
+        logger.debug("subscribe refused: %s (%s)", reason.value, why)
+        return Refused(reason)
 
     async def join(self) -> None:
         """Join the channel's group; from then on the subscriber receives its messages and counts

@@ -1,4 +1,10 @@
-"""Shared fixtures. The in-process Django under test uses tests/settings.py."""
+"""Shared fixtures and the markers every test gets from its directory.
+
+The in-process Django under test uses tests/settings.py. A test's layer is where it lives:
+everything under ``tests/e2e/`` is marked ``e2e`` and everything under ``tests/browser/``
+``browser`` here, in one place, so no file states it by hand; per-test facts (``slow``,
+``needs(...)``) stay on the tests.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,21 @@ import pytest
 
 from tests import programs
 from tests.harness import RedisServer, ServerProcess, serving
+
+TESTS = Path(__file__).resolve().parent
+DIRECTORY_MARKERS = {"e2e": pytest.mark.e2e, "browser": pytest.mark.browser}
+"""The marker of every test under ``tests/<directory>/``."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its directory's marker (``tests/e2e/...`` → ``e2e``)."""
+    for item in items:
+        path = item.path.resolve()
+        if path.is_relative_to(TESTS):
+            marker = DIRECTORY_MARKERS.get(path.relative_to(TESTS).parts[0])
+            if marker is not None:
+                item.add_marker(marker)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

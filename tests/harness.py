@@ -1,8 +1,9 @@
 """Test harness: real server processes on free ports, a real Redis, bounded waits.
 
 Every wait is bounded by :func:`timeout`, which scales with ``WEBCHANNEL_TEST_TIMEOUT_SCALE``
-on slow machines. Processes are started with their output in a file (no pipe to fill up)
-and stopped by PID when the test ends.
+on slow machines (it and :func:`wait_for` live in :mod:`tests.waiting`; they are re-exported
+here). Processes are started with their output in a file (no pipe to fill up) and stopped by
+PID when the test ends.
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from tests import programs
 from tests.common import API_KEY, SECRET_KEY
+from tests.waiting import timeout, wait_for  # re-exported: most tests import them from here
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT_SCALE = float(os.environ.get("WEBCHANNEL_TEST_TIMEOUT_SCALE", "1"))
 
 # The metrics the product contract requires every process to expose on /metrics.
 REQUIRED_METRIC_NAMES = [
@@ -36,25 +38,6 @@ REQUIRED_METRIC_NAMES = [
     "webchannel_users_connected",
     "webchannel_websocket_messages_received_total",
 ]
-
-T = TypeVar("T")
-
-
-def timeout(seconds: float) -> float:
-    """A timeout of ``seconds``, scaled for slow machines."""
-    return seconds * TIMEOUT_SCALE
-
-
-def wait_for(condition: Callable[[], T], seconds: float, what: str, interval: float = 0.02) -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout(seconds)``."""
-    deadline = time.monotonic() + timeout(seconds)
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout(seconds):.1f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -188,6 +171,21 @@ def run_serve(
     return ServerProcess(proc, log_path)
 
 
+def console_script(bin_dir: Path, source: Path = REPO, name: str = "webchannel") -> Path:
+    """``bin_dir/name``, the console script pip writes for ``[project.scripts]`` of pyproject.toml,
+    importing the packages from ``source`` (this checkout, or a copy of what an image copies)
+    rather than from site-packages. ``tests/e2e/test_install.py`` runs a real ``pip install``."""
+    module, function = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"][name].split(":")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / name
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(source)!r})\n"
+        f"from {module} import {function}\nif __name__ == '__main__':\n    sys.exit({function}())\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
 @contextlib.contextmanager
 def serving(
     tmp_path: Path,
@@ -248,16 +246,19 @@ class RedisServer:
         """Start (or restart, on the same port) an empty server and wait until it answers."""
         for _ in range(5):
             self.port = self.port or free_port()
-            self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc = proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                wait_for(lambda: self._answers() or self.proc.poll() is not None, 10, "redis-server to start")
+                wait_for(partial(self._answers_or_exited, proc), 10, "redis-server to start")
             except AssertionError:
                 self.stop()
                 raise
-            if self.proc.poll() is None:
+            if proc.poll() is None:
                 return
             self.port = 0  # the port was taken meanwhile: try another
         raise RuntimeError("could not start redis-server")
+
+    def _answers_or_exited(self, proc: subprocess.Popen[bytes]) -> bool:
+        return self._answers() or proc.poll() is not None
 
     def _answers(self) -> bool:
         try:

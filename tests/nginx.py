@@ -18,6 +18,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from tests import programs
@@ -143,7 +144,7 @@ def start_nginx(prefix: Path, site: Callable[[int], str]) -> Nginx:
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         nginx = Nginx(proc, prefix, port)
         try:
-            wait_for(lambda n=nginx: _accepts(n), 10, "nginx to listen")
+            wait_for(partial(_accepts, nginx), 10, "nginx to listen")
         except AssertionError:
             nginx.stop()
             raise

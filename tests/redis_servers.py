@@ -126,7 +126,7 @@ class ConfiguredRedis(RedisServer):
 
     def client(self) -> redis.Redis:
         """An administrator's redis-py client (default user), for the test's own look at the server."""
-        tls = {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)} if self.tls else {}
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)} if self.tls else {}
         return redis.Redis(
             host=LOOPBACK,
             port=self.port,

@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
         pytest.param(["ruff", "check", "."], id="ruff-check"),
         pytest.param(["ruff", "format", "--check", "."], id="ruff-format"),
         pytest.param(
-            ["mypy", "channels_api", "webchannel_project", "webchannel_client", "manage.py"],
+            ["mypy", "channels_api", "webchannel_project", "webchannel_client", "manage.py", "tests"],
             id="mypy",
             marks=pytest.mark.slow,
         ),

@@ -46,7 +46,7 @@ from daphne.ws_protocol import WebSocketProtocol
 
 from .. import metrics
 from ..asgi_types import Message
-from ..events import REFUSAL, SEND_FRAMES, CloseCode, close_reason
+from ..events import REFUSAL, SEND_FRAMES, CloseCode, close_reason, refusal_detail
 from ..framing import BINARY, TEXT, frame_head
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 from ..problems import problem_message
@@ -267,14 +267,18 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         (the application crashed).
 
         autobahn would send its reason, holding what the client sent, as the status line, and
-        no body. A 500's reason (the exception) is not sent at all.
+        no body. A 500's reason (the exception) is not sent at all. Daphne's 403 says only "Access
+        denied": its ``detail`` is the application's :class:`RefusalReason` and what it means.
         """
         self.wasNotCleanReason = reason
         try:
             status = HTTPStatus(code)
         except ValueError:
             status = HTTPStatus.BAD_REQUEST
-        detail = reason if status < HTTPStatus.INTERNAL_SERVER_ERROR else "unexpected server error"
+        if self.rejected:  # Daphne's 403 "Access denied": say why, as the access log does
+            detail = refusal_detail(self.refusal)
+        else:
+            detail = reason if status < HTTPStatus.INTERNAL_SERVER_ERROR else "unexpected server error"
         self.sendData(problem_message(status, detail, responseHeaders or ()))
         if "request" not in self.__dict__:  # refused before Daphne (and its access line) saw it
             self._log_refused(status)

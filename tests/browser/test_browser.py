@@ -20,7 +20,7 @@ import pytest
 from tests import programs
 from tests.harness import API_KEY, REPO, ServerProcess, timeout
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 CHROMIUM = Path(programs.PROGRAMS["chromium"].path or "/usr/bin/chromium")
 CHROMIUM_ARGS = [

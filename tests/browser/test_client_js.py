@@ -26,13 +26,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.typing import Subprotocol
 
 from channels_api.auth import issue_token
 from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, create_channel, require_browser
-from tests.harness import API_KEY, REPO, SECRET_KEY, ServerProcess, base_config, free_port, run_serve, timeout
+from tests.e2e.client.test_client_js import MODULE_PATH
+from tests.harness import REPO, SECRET_KEY, ServerProcess, base_config, free_port, run_serve, timeout
 
-MODULE_PATH = "/webchannel/v1/client.js"
-MODULE_FILE = REPO / "channels_api" / "static" / "webchannel.js"
 PAGE = """<!doctype html><title>webchannel client.js test</title>
 <script>
 window.__tokens = [];
@@ -67,45 +67,6 @@ SUBSCRIBE = """async ([moduleUrl, url, frames]) => {
   });
 }"""
 STATE = "({statuses: window.__statuses, messages: window.__messages, tokenCalls: window.__tokenCalls})"
-
-
-# --- the endpoint ------------------------------------------------------------------------------
-
-
-@pytest.mark.e2e
-def test_client_js_is_the_repository_file_public_and_cacheable(shared_server: ServerProcess) -> None:
-    response = httpx.get(shared_server.url + MODULE_PATH, headers={"Origin": "https://app.example"})
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "text/javascript; charset=utf-8"
-    assert response.content == MODULE_FILE.read_bytes()
-    assert response.headers["access-control-allow-origin"] == "*"
-    assert re.fullmatch(r'"[0-9a-f]{32}"', response.headers["etag"])
-    assert "max-age=300" in response.headers["cache-control"]
-
-    again = httpx.get(shared_server.url + MODULE_PATH, headers={"If-None-Match": response.headers["etag"]})
-    assert again.status_code == 304
-    assert again.content == b""
-    assert again.headers["etag"] == response.headers["etag"]
-    other = httpx.get(shared_server.url + MODULE_PATH, headers={"If-None-Match": '"an-older-version"'})
-    assert other.status_code == 200
-
-
-@pytest.mark.e2e
-def test_client_js_answers_only_get_and_head(shared_server: ServerProcess) -> None:
-    head = httpx.head(shared_server.url + MODULE_PATH)
-    assert head.status_code == 200
-    assert head.content == b""
-    post = httpx.post(shared_server.url + MODULE_PATH, headers={"x-api-key": API_KEY})
-    assert post.status_code == 405
-    assert post.headers["allow"] == "GET, HEAD"
-
-
-def test_module_is_small_self_contained_and_never_sends() -> None:
-    source = MODULE_FILE.read_text(encoding="utf-8")
-    assert len(source.splitlines()) < 150
-    assert not re.search(r"^\s*import\b|\bimport\(|\brequire\(", source, re.MULTILINE), "the module has no dependencies"
-    assert ".send(" not in source, "subscriber sockets are receive-only: sending data closes them with 4003"
-    assert "export function subscribe(" in source
 
 
 # --- in Chromium -------------------------------------------------------------------------------
@@ -265,7 +226,6 @@ def restartable(tmp_path: Path) -> Iterator[Restartable]:
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_page_reconnects_by_itself_after_a_server_restart(browser, restartable):
     server = restartable.server
     created = await create_channel(server)
@@ -296,7 +256,6 @@ async def test_page_reconnects_by_itself_after_a_server_restart(browser, restart
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_a_socket_closed_at_its_tokens_expiry_reconnects_with_a_fresh_token(browser, shared_server):
     channel_id = "expiring"
     short = issue_token(channel_id, SECRET_KEY, ttl=2)
@@ -319,7 +278,6 @@ async def test_a_socket_closed_at_its_tokens_expiry_reconnects_with_a_fresh_toke
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_an_expired_token_is_replaced_through_get_token_before_reconnecting(browser, restartable):
     """A token whose exp passed while the page was away (no 4005 reached it) is not offered again."""
     server = restartable.server
@@ -332,7 +290,7 @@ async def test_an_expired_token_is_replaced_through_get_token_before_reconnectin
     # reading exp explains why the attempt after the restart asks for a fresh one.
     await browser.evaluate(
         f"(() => {{ const skew = {long.expires_at + 1} * 1000 - Date.now(); "
-        "const now = Date.now; Date.now = () => now() + skew; }})()"
+        "const now = Date.now; Date.now = () => now() + skew; })()"
     )
 
     server = restartable.restart()
@@ -346,7 +304,6 @@ async def test_an_expired_token_is_replaced_through_get_token_before_reconnectin
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_a_refused_token_makes_the_page_ask_for_a_fresh_one(browser, shared_server):
     created = await create_channel(shared_server)
     channel_id, token = created["channelId"], created["token"]
@@ -362,7 +319,6 @@ async def test_a_refused_token_makes_the_page_ask_for_a_fresh_one(browser, share
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 @pytest.mark.parametrize(("frames", "text"), [(None, "\u00e9t\u00e9"), ("text", "string:\u00e9t\u00e9")])
 async def test_messages_are_array_buffers_or_with_frames_text_strings_when_utf8(browser, shared_server, frames, text):
     created = await create_channel(shared_server, "fr\u00e4mes?&=")
@@ -379,7 +335,6 @@ async def test_messages_are_array_buffers_or_with_frames_text_strings_when_utf8(
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 @pytest.mark.parametrize(
     ("first", "error"),
     [("throw", "the token endpoint failed"), ("not a subprotocol", "SyntaxError")],
@@ -398,7 +353,6 @@ async def test_a_failed_get_token_or_an_unusable_token_is_retried_with_backoff(b
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_closing_the_channel_delivers_its_last_message_then_stops_the_subscription(browser, shared_server):
     created = await create_channel(shared_server)
     channel_id, token = created["channelId"], created["token"]
@@ -419,7 +373,6 @@ async def test_closing_the_channel_delivers_its_last_message_then_stops_the_subs
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_the_real_server_closing_with_4003_stops_the_subscription(browser, shared_server):
     created = await create_channel(shared_server)
     channel_id, token = created["channelId"], created["token"]
@@ -428,12 +381,15 @@ async def test_the_real_server_closing_with_4003_stops_the_subscription(browser,
     # The module never sends; the test does, on the module's socket, to make the server close it.
     await browser.evaluate("window.__sockets[0].socket.send('data from a subscriber')")
     await browser.wait("window.__statuses.some((s) => s.state === 'stopped')", "the subscription to stop")
-    assert (await browser.evaluate("window.__statuses"))[-1] == {"state": "stopped", "code": 4003, "reason": ""}
+    assert (await browser.evaluate("window.__statuses"))[-1] == {
+        "state": "stopped",
+        "code": 4003,
+        "reason": "data from client",
+    }
     assert await browser.stays_false("window.__sockets.length > 1", seconds=1.5), "it reconnected after 4003"
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_close_stops_reconnecting(browser, shared_server):
     created = await create_channel(shared_server)
     await browser.subscribe(shared_server.url, channel_ws_url(shared_server, created["channelId"]), [created["token"]])
@@ -460,14 +416,13 @@ class CloseOnce:
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 @pytest.mark.parametrize(
     ("code", "reconnects"),
     [(4000, False), (4003, False), (4008, True), (4013, True), (1011, True), (1000, True), (4999, True)],
 )
 async def test_close_codes_4000_and_4003_stop_every_other_code_reconnects(browser, shared_server, code, reconnects):
     peer = CloseOnce(code)
-    async with serve(peer.handler, "127.0.0.1", 0, subprotocols=["webchannel"]) as ws_server:
+    async with serve(peer.handler, "127.0.0.1", 0, subprotocols=[Subprotocol("webchannel")]) as ws_server:
         port = ws_server.sockets[0].getsockname()[1]
         token = issue_token("c", SECRET_KEY, ttl=600).token
         await browser.subscribe(shared_server.url, f"ws://127.0.0.1:{port}/webchannel/v1/channels/c", [token])
@@ -524,7 +479,6 @@ def readme_module_snippet() -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 async def test_readme_module_snippet_gets_its_token_from_the_page_backend_and_receives_progress(
     browser, page_server, shared_server
 ):

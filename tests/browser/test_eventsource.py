@@ -20,7 +20,7 @@ import pytest
 from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.harness import API_KEY, ServerProcess, base_config, serving, timeout
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 RECORDER = """
 window.__events = [];
@@ -58,7 +58,7 @@ async def page() -> AsyncIterator[Any]:
             page.on("pageerror", lambda error: errors.append(str(error)))
             await page.set_content("<!doctype html><title>webchannel EventSource test</title>")
             await page.add_script_tag(content=RECORDER)
-            page.errors = errors
+            page.errors = errors  # type: ignore[attr-defined]  # the page's errors, for the tests to check
             yield page
         finally:
             await browser.close()

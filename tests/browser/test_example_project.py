@@ -20,7 +20,7 @@ from tests.harness import REPO, RedisServer, clean_env, free_port, timeout, toml
 
 from .test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 PROJECT = REPO / "examples" / "django_project"
 

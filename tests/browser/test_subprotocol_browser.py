@@ -16,7 +16,7 @@ import pytest
 from tests.browser.test_browser import Page, create_channel, wait_in_page
 from tests.harness import ServerProcess, timeout
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 OPEN_WITH_SUBPROTOCOL = """
 window.__ws = new WebSocket(url, ["webchannel", "webchannel.bearer." + token]);

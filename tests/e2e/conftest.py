@@ -1,6 +1,9 @@
 """Fixtures for the end-to-end tests in tests/e2e (real processes, loopback only).
 
-Helpers shared by the end-to-end tests live in :mod:`tests.e2e.helpers`.
+The tests are grouped by subject, one package each (``api``, ``subscribe``, ``reliability``,
+``hostile``, ``redis``, ``workers``, ``metrics``, ``logs``, ``operations``, ``deploy``,
+``tenancy``, ``client``, ``benchmark``; each ``__init__.py`` says what it holds); the fixtures
+here serve them all. Helpers shared by the end-to-end tests live in :mod:`tests.e2e.helpers`.
 """
 
 from __future__ import annotations

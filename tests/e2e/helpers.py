@@ -5,7 +5,8 @@ Real ``manage.py`` processes (started with :func:`tests.harness.run_serve` /
 (asyncio) for subscribers, and a small raw-socket WebSocket client for what a library client
 hides (ping frames, a peer that never answers them). Every helper that talks to a server takes
 its ``base_url`` (``http://host:port``, e.g. ``ServerProcess.url``). Every wait is bounded by
-:func:`tests.harness.timeout`. Tokens and the problem+json check come from :mod:`tests.common`.
+:func:`tests.harness.timeout`; waits for a condition use :mod:`tests.waiting`. Tokens and the
+problem+json check come from :mod:`tests.common`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,17 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests import harness
 from tests.common import API_KEY
 from tests.harness import ServerProcess, timeout
-
-T = TypeVar("T")
+from tests.waiting import eventually, wait_for
 
 CHANNELS = "/webchannel/v1/channels"
 RETRYABLE_CLOSE_CODES = {4013, 1012, 1013}
@@ -198,22 +197,6 @@ def users_connected(base_url: str) -> float:
     return value
 
 
-async def eventually(condition: Callable[[], Awaitable[T] | T], seconds: float, what: str) -> T:
-    """Poll ``condition`` (sync or async) until it returns something truthy, within ``timeout(seconds)``."""
-    deadline = time.monotonic() + timeout(seconds)
-    last: Any = None
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        last = result
-        if result:
-            return result  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout(seconds):.1f}s waiting for {what} (last: {last!r})")
-        await asyncio.sleep(0.05)
-
-
 def settled_users_connected(base_url: str, seconds: float = 10) -> float:
     """``webchannel_users_connected`` once it has stopped moving (earlier tests' sockets may still be
     closing): the same reading five polls in a row, 0.1 s apart."""
@@ -223,7 +206,7 @@ def settled_users_connected(base_url: str, seconds: float = 10) -> float:
         readings.append(users_connected(base_url))
         return len(readings) >= 5 and len(set(readings[-5:])) == 1
 
-    harness.wait_for(settled, seconds, "webchannel_users_connected to settle", interval=0.1)
+    wait_for(settled, seconds, "webchannel_users_connected to settle", interval=0.1)
     return readings[-1]
 
 
@@ -350,7 +333,7 @@ class RawWebSocket:
     def read_until_close(self, seconds: float) -> tuple[list[bytes], int | None]:
         """Every data frame up to the server's close frame, and the code in it; answers pings and
         the close, as a client must. Each frame within ``timeout(seconds)``."""
-        frames = []
+        frames: list[bytes] = []
         while True:
             opcode, payload = self.read_frame(seconds)
             if opcode == OP_CLOSE:
@@ -612,7 +595,9 @@ def _parse_response(data: bytes, closed: bool = False) -> RawResponse | None:
         return RawResponse(status, headers, rest[:length]) if len(rest) >= length or closed else None
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = _dechunked(rest)
-        return RawResponse(status, headers, body) if body is not None or closed else None
+        if body is None:  # incomplete: what came, as it came, if the connection ended there
+            return RawResponse(status, headers, rest) if closed else None
+        return RawResponse(status, headers, body)
     return RawResponse(status, headers, rest) if closed else None
 
 

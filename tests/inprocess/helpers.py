@@ -5,9 +5,8 @@ Tokens and the problem+json check come from :mod:`tests.common`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -114,13 +113,3 @@ def in_memory_layers(max_backlog_bytes: int) -> dict[str, Any]:
             "CONFIG": {"max_backlog_bytes": max_backlog_bytes},
         }
     }
-
-
-async def wait_until(condition: Callable[[], object], seconds: float, what: str) -> None:
-    """Yield to the event loop until ``condition()`` is truthy; fail after ``timeout(seconds)``."""
-    try:
-        async with asyncio.timeout(timeout(seconds)):
-            while not condition():
-                await asyncio.sleep(0.001)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None

@@ -26,9 +26,10 @@ from channels_api.layers import DRAINED_MESSAGES, PRESSURE_MESSAGES, InMemoryCha
 from channels_api.names import group_name
 from tests.common import bearer, make_token
 from tests.harness import timeout
+from tests.waiting import eventually
 from webchannel_project.asgi import application
 
-from .helpers import asgi_headers, channel_path, wait_until
+from .helpers import asgi_headers, channel_path
 
 GROUP = "wc.backpressure"
 LONG_CAP_SECONDS = 60.0
@@ -52,7 +53,8 @@ async def _subscriber(layer: InMemoryChannelLayer) -> str:
 
 async def _publish(layer: InMemoryChannelLayer, count: int) -> None:
     for n in range(count):
-        await layer.group_send(GROUP, relay_message(b"%d" % n))
+        # annotated dict[str, Any], to which the TypedDict event is not assignable
+        await layer.group_send(GROUP, relay_message(b"%d" % n))  # type: ignore[arg-type]
 
 
 async def _receive_until(layer: InMemoryChannelLayer, channel: str, pending: int) -> None:
@@ -141,7 +143,7 @@ async def test_a_publish_is_answered_only_once_a_lagging_subscriber_caught_up(as
             headers=bearer(make_token("bp-answer")),
         )
     )
-    await wait_until(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
+    await eventually(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
     assert await _still_waiting(answer), "the publish was answered while the subscriber lagged"
     await _receive_until(layer, lagging, DRAINED_MESSAGES)
     async with asyncio.timeout(timeout(PROMPTLY)):
@@ -208,7 +210,7 @@ async def test_a_publish_waiting_on_a_lagging_subscriber_is_answered_once_the_se
     request = await _request("POST", "bp-drain", b"late", commitment)
     answer = asyncio.ensure_future(_status(request, 10))
     layer = get_channel_layer()
-    await wait_until(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
+    await eventually(lambda: len(layer._backlogs[lagging]) > PRESSURE_MESSAGES, 5, "the publish to reach the layer")
     assert commitment.committed, "the publish reached the layer uncommitted"
     assert await _still_waiting(answer), "the publish was answered while the subscriber lagged"
     commitment.draining.set_result(None)

@@ -16,9 +16,10 @@ from channels_api.presence import Presence
 from channels_api.server.redis_layer import WATCH_GROUP
 from tests.common import make_token
 from tests.harness import RedisServer, timeout
+from tests.waiting import eventually
 from webchannel_project.asgi import application
 
-from .helpers import channel_path, redis_layers, subscriber, wait_until
+from .helpers import channel_path, redis_layers, subscriber
 
 SOCKETS = 150
 STREAMS = 30
@@ -99,7 +100,7 @@ async def test_redis_layer_keeps_nothing_of_channels_that_emptied(counts: Presen
             (shard,) = loop_layer._shards
             assert shard._subscribed_to <= watch
             subscribed = {name.encode() for name in watch}
-            await wait_until(lambda: set(shard._pubsub.channels) <= subscribed, 5, "the UNSUBSCRIBEs")
+            await eventually(lambda: set(shard._pubsub.channels) <= subscribed, 5, "the UNSUBSCRIBEs")
             await counts.refresh()
             assert_counts_kept_nothing(counts)
             with redis.Redis.from_url(redis_server.url) as admin:

@@ -379,7 +379,7 @@ def paths(draw: st.DrawFn) -> tuple[str, bytes | None, str]:
     if kind == "create":
         return PREFIX, PREFIX.encode(), "wire"
     if kind == "near":
-        raw = draw(
+        near = draw(
             st.sampled_from(
                 [
                     PREFIX + "/",
@@ -407,7 +407,7 @@ def paths(draw: st.DrawFn) -> tuple[str, bytes | None, str]:
                 ]
             )
         )
-        return unquote(raw), raw.encode("ascii"), "wire"
+        return unquote(near), near.encode("ascii"), "wire"
     text = draw(st.text(max_size=30))
     raw = ("/" + quote(text, safe="/")).encode("ascii")
     return unquote(raw.decode("ascii")), raw, "wire"
@@ -629,7 +629,7 @@ async def next_output(communicator: ApplicationCommunicator, seconds: float = 10
         if not getter.done():
             getter.cancel()
     if getter in done:
-        return getter.result()  # type: ignore[no-any-return]
+        return getter.result()
     if communicator.future.done():
         communicator.future.result()  # raises what the application raised
         raise AssertionError("the application returned without answering")

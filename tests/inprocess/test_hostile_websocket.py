@@ -145,7 +145,8 @@ def handshakes(draw: st.DrawFn) -> Handshake:
             max_size=3,
         )
     )
-    if subprotocols and draw(st.booleans()):
+    offered = bool(subprotocols) and draw(st.booleans())
+    if offered:
         headers.append((b"sec-websocket-protocol", ", ".join(subprotocols).encode("utf-8")))
     return Handshake(path, raw_path, query, draw(st.permutations(headers)), subprotocols)
 

@@ -12,8 +12,9 @@ from channels_api.events import relay_message
 from channels_api.layers import InMemoryChannelLayer, LayerUnavailable, round_trip
 from channels_api.server.redis_layer import RedisPubSubChannelLayer
 from tests.harness import timeout
+from tests.waiting import eventually
 
-from .helpers import closed_port_redis_url, wait_until
+from .helpers import closed_port_redis_url
 
 
 async def receive(layer, channel: str) -> dict:
@@ -35,6 +36,9 @@ async def receives_nothing(layer, channel: str, seconds: float = 0.1) -> bool:
 
 # --- in-memory ---------------------------------------------------------------------
 
+# ``InMemoryChannelLayer.group_send`` is annotated ``message: dict[str, Any]``, to which the TypedDict
+# events (``RelayMessage``) are not assignable: each ``type: ignore[arg-type]`` below is that.
+
 
 async def test_in_memory_group_send_delivers_to_every_member_in_order():
     layer = InMemoryChannelLayer()
@@ -43,7 +47,7 @@ async def test_in_memory_group_send_delivers_to_every_member_in_order():
         await layer.group_add("g", channel)
     messages = [relay_message(f"m{i}".encode()) for i in range(100)]
     for message in messages:
-        await layer.group_send("g", message)
+        await layer.group_send("g", message)  # type: ignore[arg-type]
     for channel in channels:
         assert [await receive(layer, channel) for _ in messages] == messages
 
@@ -54,7 +58,7 @@ async def test_in_memory_group_send_skips_channels_that_left_the_group():
     await layer.group_add("g", stays)
     await layer.group_add("g", leaves)
     await layer.group_discard("g", leaves)
-    await layer.group_send("g", relay_message(b"x"))
+    await layer.group_send("g", relay_message(b"x"))  # type: ignore[arg-type]
     assert await receive(layer, stays) == relay_message(b"x")
     assert await receives_nothing(layer, leaves)
 
@@ -65,7 +69,7 @@ async def test_in_memory_group_membership_never_expires(monkeypatch):
     await layer.group_add("g", channel)
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + 2 * 24 * 3600)
-    await layer.group_send("g", relay_message(b"two days later"))
+    await layer.group_send("g", relay_message(b"two days later"))  # type: ignore[arg-type]
     assert await receive(layer, channel) == relay_message(b"two days later")
     assert channel in layer._groups["g"]
 
@@ -78,7 +82,7 @@ async def test_in_memory_cancelled_receive_forgets_the_channel_and_its_groups():
     other = await layer.new_channel()
     await layer.group_add("g2", other)
     task = asyncio.ensure_future(layer.receive(channel))
-    await wait_until(lambda: layer._backlogs[channel]._waiter is not None, 5, "receive to wait")
+    await eventually(lambda: layer._backlogs[channel]._waiter is not None, 5, "receive to wait")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -86,7 +90,7 @@ async def test_in_memory_cancelled_receive_forgets_the_channel_and_its_groups():
     assert channel not in layer._memberships
     assert "g1" not in layer._groups
     assert list(layer._groups["g2"]) == [other]
-    await layer.group_send("g1", relay_message(b"nobody"))
+    await layer.group_send("g1", relay_message(b"nobody"))  # type: ignore[arg-type]
     assert channel not in layer._backlogs
 
 
@@ -95,11 +99,11 @@ async def test_in_memory_overflow_returns_relay_overflow_with_dropped_count():
     channel = await layer.new_channel()
     await layer.group_add("g", channel)
     for i in range(10):
-        await layer.group_send("g", relay_message(bytes([i]) * 200))
+        await layer.group_send("g", relay_message(bytes([i]) * 200))  # type: ignore[arg-type]
     event = await receive(layer, channel)
     assert event == {"type": "relay.overflow", "dropped": 10}
     # After the overflow nothing is delivered any more: the subscriber is never silently skipped ahead.
-    await layer.group_send("g", relay_message(b"later"))
+    await layer.group_send("g", relay_message(b"later"))  # type: ignore[arg-type]
     assert await receives_nothing(layer, channel)
 
 
@@ -108,8 +112,8 @@ async def test_in_memory_backlog_within_bound_delivers_everything():
     channel = await layer.new_channel()
     await layer.group_add("g", channel)
     for round_ in range(20):  # far more than fits at once, read as it goes
-        await layer.group_send("g", relay_message(bytes([round_]) * 200))
-        await layer.group_send("g", relay_message(bytes([round_]) * 100))
+        await layer.group_send("g", relay_message(bytes([round_]) * 200))  # type: ignore[arg-type]
+        await layer.group_send("g", relay_message(bytes([round_]) * 100))  # type: ignore[arg-type]
         assert await receive(layer, channel) == relay_message(bytes([round_]) * 200)
         assert await receive(layer, channel) == relay_message(bytes([round_]) * 100)
 
@@ -118,7 +122,7 @@ async def test_in_memory_a_single_message_larger_than_the_bound_is_delivered():
     layer = InMemoryChannelLayer(max_backlog_bytes=100)
     channel = await layer.new_channel()
     await layer.group_add("g", channel)
-    await layer.group_send("g", relay_message(b"x" * 1000))
+    await layer.group_send("g", relay_message(b"x" * 1000))  # type: ignore[arg-type]
     assert await receive(layer, channel) == relay_message(b"x" * 1000)
 
 

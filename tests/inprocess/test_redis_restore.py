@@ -19,8 +19,7 @@ from channels_api.events import relay_message
 from channels_api.layers import LayerUnavailable, Readiness, round_trip
 from channels_api.server.redis_layer import RedisPubSubChannelLayer
 from tests.harness import RedisServer, timeout
-
-from .helpers import wait_until
+from tests.waiting import eventually
 
 PREFIX = "restore-test"
 LOGGER = "channels_api.server.redis_layer"
@@ -61,7 +60,7 @@ async def test_while_its_subscriptions_are_restored_a_process_refuses_publishes_
     async with layers(redis_server.url, 2) as (receiver, sender):
         channel = await member(receiver, "g")
         redis_server.stop()
-        await wait_until(receiver.restoring, 5, "the layer to notice the lost pub/sub connection")
+        await eventually(receiver.restoring, 5, "the layer to notice the lost pub/sub connection")
 
         with pytest.raises(LayerUnavailable, match="restoring"):
             await receiver.group_send("g", relay_message(b"refused"))
@@ -71,7 +70,7 @@ async def test_while_its_subscriptions_are_restored_a_process_refuses_publishes_
             await Readiness(within=timeout(2)).check(receiver)
 
         redis_server.start()  # empty, same port: the subscription to "g" exists only here
-        await wait_until(lambda: not receiver.restoring(), 5, "the subscriptions to be restored")
+        await eventually(lambda: not receiver.restoring(), 5, "the subscriptions to be restored")
         await sender.group_send("g", relay_message(b"after the restart"))
         assert await receive(receiver, channel) == relay_message(b"after the restart")
         await Readiness(within=timeout(2)).check(receiver)
@@ -89,7 +88,7 @@ async def test_a_pubsub_connection_killed_by_redis_is_redialled_with_every_subsc
         def restored() -> bool:
             return any("Redis pub/sub connection restored" in r.getMessage() for r in caplog.records)
 
-        await wait_until(restored, 5, "the restoration to be logged")
+        await eventually(restored, 5, "the restoration to be logged")
         for group, channel in channels.items():
             await sender.group_send(group, relay_message(group.encode()))
             assert await receive(receiver, channel) == relay_message(group.encode())

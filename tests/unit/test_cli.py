@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from channels_api.management.cli import config_file_from_argv
+from channels_api.management.cli import take_config_file
 from tests.harness import REPO, timeout
 
 
@@ -24,14 +24,14 @@ from tests.harness import REPO, timeout
         (["manage.py", "serve", "-v", "2", "-c", "/etc/wc.toml"], "/etc/wc.toml"),
         (["manage.py", "serve"], None),
         (["manage.py", "serve", "-c"], None),
-        (["manage.py", "migrate", "-c", "X.toml"], None),
-        (["manage.py", "check", "--config-file=X.toml"], None),
+        (["manage.py", "migrate", "-c", "X.toml"], "X.toml"),
+        (["manage.py", "check", "--config-file=X.toml"], "X.toml"),
         (["manage.py"], None),
         ([], None),
     ],
 )
 def test_config_file_from_argv(argv, expected):
-    assert config_file_from_argv(argv) == expected
+    assert take_config_file(argv)[0] == expected
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_config_file_from_argv_agrees_with_the_command_option(args):
     # argparse. Both must see the same file.
     parser = argparse.ArgumentParser()
     parser.add_argument("-c", "--config-file")
-    assert config_file_from_argv(["manage.py", "serve", *args]) == parser.parse_args(args).config_file
+    assert take_config_file(["manage.py", "serve", *args])[0] == parser.parse_args(args).config_file
 
 
 def test_cli_module_imports_neither_django_nor_twisted_nor_daphne():

@@ -131,9 +131,9 @@ def test_publish_call_carries_wait_and_bytes():
 
 
 def test_subscribers_header():
-    assert common.subscribers(response(204, **{"Webchannel-Subscribers": "3"})) == 3
+    assert common.subscribers(response(204, b"", "", **{"Webchannel-Subscribers": "3"})) == 3
     assert common.subscribers(response(204)) is None
-    assert common.subscribers(response(204, **{"Webchannel-Subscribers": "many"})) is None
+    assert common.subscribers(response(204, b"", "", **{"Webchannel-Subscribers": "many"})) is None
 
 
 def test_channel_from_the_create_response():

@@ -441,7 +441,7 @@ def test_top_level_key_is_an_unknown_section(tmp_path):
 @pytest.mark.parametrize("text", ["server = 1\n", 'channel = "x"\n', "[[server]]\nttl = 1\n", "redis = []\n"])
 def test_section_that_is_not_a_table_is_an_error(tmp_path, text):
     path = write(tmp_path, text)
-    section = re.search(r"\w+", text).group(0)
+    section = re.findall(r"\w+", text)[0]
     assert_names(config_error(path, {}), path, section, "table")
 
 
@@ -839,7 +839,7 @@ def test_wc_log_is_read_by_load_config():
 
 KEY_NAMES = sorted({key.name for key in keys()})
 ENV_NAMES = sorted(key.env_name for key in keys())
-NO_SURROGATES = st.characters(exclude_categories=("Cs",))
+NO_SURROGATES = st.characters(exclude_categories=["Cs"])
 
 
 def toml_string(text: str) -> str:

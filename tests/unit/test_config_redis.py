@@ -32,7 +32,7 @@ B = "redis://10.0.0.2:6379/0"
 PASSWORD = "s3cr3t-Pw"
 
 
-def redis_config(environ: dict[str, str], path: str | None = None):  # type: ignore[no-untyped-def]
+def redis_config(environ: dict[str, str], path: str | None = None):
     return load_config(path, {**KNOWN, **environ}).redis
 
 

@@ -53,7 +53,9 @@ def test_wc_env_file_names_the_file_instead(tmp_path):
 
 def test_a_relative_wc_env_file_is_relative_to_the_working_directory(tmp_path):
     env_file(tmp_path, "WC_CHANNEL__TTL=70\n", "prod.env")
-    assert read_env_file({"WC_ENV_FILE": "prod.env"}, str(tmp_path)).values == {"WC_CHANNEL__TTL": "70"}
+    found = read_env_file({"WC_ENV_FILE": "prod.env"}, str(tmp_path))
+    assert found is not None
+    assert found.values == {"WC_CHANNEL__TTL": "70"}
 
 
 def test_an_empty_wc_env_file_turns_dot_env_off(tmp_path):

@@ -23,7 +23,7 @@ def test_every_close_the_server_starts_has_its_reason() -> None:
 
 
 def test_each_reason_is_short_ascii_and_in_the_readmes_close_code_table() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "reference" / "close-codes.md").read_text()
     for code, reason in REASONS.items():
         assert reason.isascii()
         assert len(reason.encode()) <= 123  # what a close frame holds

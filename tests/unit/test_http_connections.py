@@ -3,7 +3,7 @@
 Each connection is a :class:`WebchannelHTTPChannel` on an in-memory transport whose timeouts
 run on a :class:`twisted.internet.task.Clock`; its requests are answered at once (204) by a
 bare Twisted request, so only the channel and the factory are under test. The same behaviour
-against a real server is in ``tests/e2e/test_hostile_connections.py``.
+against a real server is in ``tests/e2e/hostile/test_connections.py``.
 """
 
 from __future__ import annotations

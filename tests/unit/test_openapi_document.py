@@ -1,6 +1,6 @@
 """The OpenAPI document (``channels_api/openapi.json``): valid OpenAPI 3.1, true to the routes.
 
-The fuzzing test (tests/e2e/test_openapi_schemathesis.py) checks the server's answers against
+The fuzzing test (tests/e2e/api/test_openapi_schemathesis.py) checks the server's answers against
 it; these checks keep it complete: every route and method the server has is described, every
 error is problem+json, and what the code builds (problem bodies) matches the schemas.
 """

@@ -13,15 +13,9 @@ import redis
 
 from channels_api.presence import GHOST_BOUND_SECONDS, POLL_SECONDS, Presence, RedisTarget
 from tests.harness import RedisServer, timeout
+from tests.waiting import eventually
 
 GROUP = "wc.orders"
-
-
-async def until(condition: Callable[[], object], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + timeout(seconds)
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def test_local_counts_go_up_and_down_and_leave_nothing_behind() -> None:
@@ -75,10 +69,10 @@ async def test_counts_of_two_processes_add_up_in_each(pair: tuple[Presence, Pres
     a.joined(GROUP)
     b.joined(GROUP)
     b.joined(GROUP)
-    await until(lambda: a.count(GROUP) == 3 and b.count(GROUP) == 3, 3, "both to count 3")
+    await eventually(lambda: a.count(GROUP) == 3 and b.count(GROUP) == 3, 3, "both to count 3")
     assert await a.count_now(GROUP) == 3
     b.left(GROUP)
-    await until(lambda: a.count(GROUP) == 2, 3, "a to see b's subscriber go")
+    await eventually(lambda: a.count(GROUP) == 2, 3, "a to see b's subscriber go")
     assert b.count(GROUP) == 2
 
 
@@ -105,11 +99,11 @@ async def test_publishers_waiting_on_many_channels_share_one_poll(pair: tuple[Pr
     a._others_now = counted  # type: ignore[method-assign]
     channels = [f"wc.wait{n}" for n in range(10)]
     waits = [asyncio.create_task(a.wait_for_listener(channels[n % 10], timeout(10))) for n in range(200)]
-    await until(lambda: a.waiting == 200, 3, "every publisher to wait")
+    await eventually(lambda: a.waiting == 200, 3, "every publisher to wait")
     started = time.monotonic()
     b.joined(channels[0])
     b.joined(channels[0])
-    await until(lambda: sum(w.done() for w in waits) == 20, 3, "the waits on the joined channel to end")
+    await eventually(lambda: sum(w.done() for w in waits) == 20, 3, "the waits on the joined channel to end")
     elapsed = time.monotonic() - started
     assert [w.result() for w in waits if w.done()] == [2] * 20
     assert polls <= elapsed / POLL_SECONDS + 2  # one poll at a time, however many wait
@@ -117,7 +111,7 @@ async def test_publishers_waiting_on_many_channels_share_one_poll(pair: tuple[Pr
         w.cancel()
     await asyncio.gather(*waits, return_exceptions=True)
     assert (a.waiting, a._waiters) == (0, {})
-    await until(lambda: a._poll_task is not None and a._poll_task.done(), 3, "the poll to end with the waits")
+    await eventually(lambda: a._poll_task is not None and a._poll_task.done(), 3, "the poll to end with the waits")
 
 
 @pytest.mark.slow
@@ -125,10 +119,10 @@ async def test_a_stopped_process_is_dropped_within_the_bound(pair: tuple[Presenc
     a, b = pair
     a.joined(GROUP)
     b.joined(GROUP)
-    await until(lambda: a.count(GROUP) == 2, 3, "a to count b's subscriber")
+    await eventually(lambda: a.count(GROUP) == 2, 3, "a to count b's subscriber")
     await b.stop()  # no more renewals, like kill -9
     stopped = time.monotonic()
-    await until(lambda: a.count(GROUP) == 1, GHOST_BOUND_SECONDS + 2, "b's subscriber to be dropped")
+    await eventually(lambda: a.count(GROUP) == 1, GHOST_BOUND_SECONDS + 2, "b's subscriber to be dropped")
     assert time.monotonic() - stopped <= GHOST_BOUND_SECONDS + 0.5
     assert await a.count_now(GROUP) == 1
 
@@ -138,11 +132,11 @@ async def test_only_processes_with_subscribers_keep_keys(target: RedisTarget, re
     admin = redis.Redis.from_url(redis_server.url)
     try:
         a.joined(GROUP)
-        await until(lambda: admin.exists("test__presence__a"), 3, "a's hash")
+        await eventually(lambda: admin.exists("test__presence__a"), 3, "a's hash")
         assert admin.hgetall("test__presence__a") == {GROUP.encode(): b"1"}
         assert 0 < admin.pttl("test__presence__a") <= 3000
         a.left(GROUP)
-        await until(lambda: not admin.keys("*"), 3, "every key to go")
+        await eventually(lambda: not admin.keys("*"), 3, "every key to go")
     finally:
         await a.stop()
         admin.close()
@@ -155,14 +149,14 @@ async def test_a_lost_hash_is_written_again(target: RedisTarget, redis_server: R
         for _ in range(3):
             a.joined(GROUP)
         b.count(GROUP)
-        await until(lambda: b.count(GROUP) == 3, 3, "b to count a's subscribers")
+        await eventually(lambda: b.count(GROUP) == 3, 3, "b to count a's subscribers")
         admin.flushall()  # as after a Redis restart
-        await until(lambda: admin.hgetall("test__presence__a") == {GROUP.encode(): b"3"}, 3, "a's hash again")
-        await until(lambda: b.count(GROUP) == 3, 3, "b to count a's subscribers again")
+        await eventually(lambda: admin.hgetall("test__presence__a") == {GROUP.encode(): b"3"}, 3, "a's hash again")
+        await eventually(lambda: b.count(GROUP) == 3, 3, "b to count a's subscribers again")
         admin.flushall()
         a.joined("wc.new")  # a change in the same refresh as the loss: every count is written again
         expected = {GROUP.encode(): b"3", b"wc.new": b"1"}
-        await until(lambda: admin.hgetall("test__presence__a") == expected, 3, "a's whole hash again")
+        await eventually(lambda: admin.hgetall("test__presence__a") == expected, 3, "a's whole hash again")
     finally:
         await a.stop()
         await b.stop()
@@ -194,7 +188,7 @@ async def test_asking_from_another_event_loop_leaves_the_refresh_task_alone(pair
     b.joined(GROUP)
     a.joined(GROUP)
     task, client = a._task, a._client
-    await until(lambda: a.count(GROUP) == 2, 3, "a to count b's subscriber")
+    await eventually(lambda: a.count(GROUP) == 2, 3, "a to count b's subscriber")
     assert await asyncio.to_thread(asyncio.run, a.count_now(GROUP)) == 2
     assert (a._task, a._client) == (task, client)
     assert task is not None
@@ -284,7 +278,7 @@ async def test_with_redis_changes_are_forgotten_once_written(target: RedisTarget
     admin = redis.Redis.from_url(redis_server.url)
     try:
         counts.joined(GROUP)  # a channel that stays: the refresh task keeps running
-        await until(lambda: admin.hgetall("test__presence__a") == {GROUP.encode(): b"1"}, 3, "a's hash")
+        await eventually(lambda: admin.hgetall("test__presence__a") == {GROUP.encode(): b"1"}, 3, "a's hash")
         churn(counts, CHURN // 5)
         assert counts._changed  # noted for the next write...
         await counts.refresh()
@@ -301,7 +295,7 @@ async def test_changes_while_redis_is_down_are_not_kept_and_every_count_is_writt
     counts = Presence("a", redis=target)
     try:
         counts.joined(GROUP)
-        await until(lambda: counts._synced_at > 0, 3, "a first write")
+        await eventually(lambda: counts._synced_at > 0, 3, "a first write")
         redis_server.stop()
         churn(counts, CHURN // 5)
         counts.joined("wc.kept")
@@ -313,6 +307,6 @@ async def test_changes_while_redis_is_down_are_not_kept_and_every_count_is_writt
         redis_server.start()  # empty, on the same port
         with redis.Redis.from_url(redis_server.url) as admin:
             expected = {GROUP.encode(): b"1", b"wc.kept": b"1"}
-            await until(lambda: admin.hgetall("test__presence__a") == expected, 10, "every count written again")
+            await eventually(lambda: admin.hgetall("test__presence__a") == expected, 10, "every count written again")
     finally:
         await counts.stop()

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -83,7 +84,7 @@ def test_without_redis_sentinel_the_fallback_runs_redis_server_as_a_sentinel(mon
         sentinel.start()
         assert sentinel.master_address() == ("127.0.0.1", master.port)
         assert sentinel.proc is not None
-        assert Path(sentinel.proc.args[0]).name == "redis-server"  # type: ignore[index]
+        assert Path(cast(list[str], sentinel.proc.args)[0]).name == "redis-server"
     finally:
         sentinel.stop()
         master.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 import redis
@@ -16,19 +17,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from channels_api import redis_pool
 from channels_api.redis_pool import BoundedPool, BoundedSentinelPool, bounded_client, bounded_pool
 from tests.harness import RedisServer, timeout
+from tests.waiting import eventually
 
 
 def clients(server: RedisServer) -> int:
     """Clients connected to ``server``, besides the one asking."""
     with redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=timeout(5)) as admin:
         return int(admin.info("clients")["connected_clients"]) - 1
-
-
-async def until(condition: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + timeout(seconds)
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -61,7 +56,7 @@ async def test_a_command_that_waits_too_long_for_a_connection_fails(redis_server
     client = bounded_client({"address": redis_server.url}, max_connections=1, timeout=0.2)
     try:
         holder = asyncio.create_task(blocked(client, 1))
-        await until(lambda: clients(redis_server) == 1, 5, "the connection to be taken")
+        await eventually(lambda: clients(redis_server) == 1, 5, "the connection to be taken")
         started = time.monotonic()
         with pytest.raises(RedisConnectionError):
             await client.ping()
@@ -78,7 +73,7 @@ async def test_idle_connections_beyond_the_kept_ones_are_closed_and_reopened_whe
     await asyncio.gather(*(blocked(client, 0.1) for _ in range(redis_pool.MAX_CONNECTIONS)))
     assert clients(redis_server) == redis_pool.MAX_CONNECTIONS
     started = time.monotonic()
-    await until(lambda: clients(redis_server) == redis_pool.KEEP_IDLE, 5, "idle connections to close")
+    await eventually(lambda: clients(redis_server) == redis_pool.KEEP_IDLE, 5, "idle connections to close")
     assert time.monotonic() - started < timeout(1)
     # The closed ones connect again when a burst needs them.
     await asyncio.gather(*(blocked(client, 0.1) for _ in range(redis_pool.MAX_CONNECTIONS)))
@@ -94,7 +89,7 @@ async def test_connections_in_use_are_never_closed_as_idle(
     while time.monotonic() < deadline:  # commands keep taking connections the closer looks at
         await asyncio.gather(*(client.incr("counter") for _ in range(redis_pool.MAX_CONNECTIONS)))
         await asyncio.sleep(0.01)
-    assert int(await client.get("counter")) > 0
+    assert int(cast(bytes, await client.get("counter"))) > 0
 
 
 def test_pools_follow_the_host_entry_as_channels_redis_reads_it(redis_server: RedisServer) -> None:

@@ -10,9 +10,12 @@ from django.conf import settings
 from channels_api.apps import announce_generated_secrets
 from channels_api.checks import exit_if_unfit
 from channels_api.logs import log_action
+from channels_api.management.cli import add_config_file_argument
 
 
 class Command(DaphneRunserverCommand):  # type: ignore[misc]
+    help = "Development server (HTTP and WebSocket) on [ADDR:]PORT, restarted when the code changes."
+
     def handle(self, *args: Any, **options: Any) -> None:
         # Before the server's modules are imported: they subclass what the checks verify.
         exit_if_unfit()
@@ -29,9 +32,4 @@ class Command(DaphneRunserverCommand):  # type: ignore[misc]
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         super().add_arguments(parser)
-        parser.add_argument(
-            "-c",
-            "--config-file",
-            metavar="PATH",
-            help="TOML configuration file (read by manage.py before the settings; same as WC_CONFIG_FILE).",
-        )
+        add_config_file_argument(parser)

@@ -18,7 +18,7 @@ from channels_api.apps import announce_generated_secrets
 from channels_api.checks import exit_if_unfit
 from channels_api.config import Config, RedisConfig, parse_listen_address
 from channels_api.logs import log_action
-from channels_api.management.cli import exit_with_config_error
+from channels_api.management.cli import add_config_file_argument, exit_with_config_error
 from channels_api.metric_files import MetricsDirectory
 from channels_api.redis_hosts import describe_host, layer_hosts
 from channels_api.supervisor import (
@@ -53,12 +53,7 @@ class Command(BaseCommand):
     help = "Run webchannel (HTTP and WebSocket) under Daphne on server.listen_address."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "-c",
-            "--config-file",
-            metavar="PATH",
-            help="TOML configuration file (read by manage.py before the settings; same as WC_CONFIG_FILE).",
-        )
+        add_config_file_argument(parser)
         parser.add_argument(
             "--workers",
             type=int,

@@ -1,0 +1,1 @@
+"""The shipped deployment: check --deploy, systemd, Docker, compose, nginx, rolling restart, Grafana, pip install."""

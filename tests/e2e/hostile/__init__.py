@@ -1,0 +1,1 @@
+"""Hostile clients: random requests, garbage headers, slow and idle connections, oversized bodies."""

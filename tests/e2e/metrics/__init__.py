@@ -1,0 +1,1 @@
+"""What ``/metrics`` counts: delivery counters, delivery lag, labels a client cannot grow."""

@@ -1,0 +1,1 @@
+"""Delivery under load: backpressure, slow subscribers, the connection cap, frames written together."""

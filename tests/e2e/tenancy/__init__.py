@@ -1,0 +1,1 @@
+"""Named API keys: scopes, channel prefixes, publish rates."""

@@ -1,0 +1,1 @@
+"""``serve --workers N``: one port, supervision, metrics summed over the workers."""
