@@ -6,14 +6,16 @@ subscription hands it as frames, and closes with a :class:`~channels_api.events.
 
 Relies on these internals of channels (declared in ``INTERNALS``, verified by the
 ``channels_api.E001`` system check): ``AsyncConsumer.__call__`` and ``dispatch`` are replaced
-(see :class:`SubscriberConsumer`), and ``base_send``, which ``__call__`` sets and
-``AsyncWebsocketConsumer``'s ``accept`` and ``close`` send through, is set here instead.
+(see :class:`SubscriberConsumer`); ``base_send``, which ``__call__`` sets and through which
+``AsyncConsumer.send`` (so ``AsyncWebsocketConsumer``'s ``accept`` and ``close``) sends, is set
+here instead; ``channels.consumer.get_handler_name`` names a message's handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -134,17 +136,13 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         are written together, one system call instead of one per message, on a server that can
         (webchannel's, which also frames each message once for all its subscribers).
         """
-        framed = SEND_FRAMES in self.scope.get("extensions", {})
         try:
             while True:
                 events = await subscription.next()
-                if events[0]["type"] != "relay.message":
-                    await self.dispatch(events[0])
-                elif framed:
+                if events[0]["type"] == "relay.message":
                     await self.relay_messages(events)
                 else:
-                    for event in events:
-                        await self.relay_message(event)  # type: ignore[arg-type]
+                    await self.dispatch(events[0])
         except Overflow as overflow:
             subscription.overflowed(overflow)
             await self._close(CloseCode.TOO_SLOW, counted=True)
@@ -175,24 +173,24 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await subscription.leave()
 
     async def relay_message(self, event: RelayMessage) -> None:
-        """Write one published message, byte for byte: a binary frame (with ``?frames=text``, a
-        text frame when it is valid UTF-8). Counted as sent by the server once written."""
-        if self.closing:
-            return
-        data = event["data"]
-        text = runtime().encodings.text(data) if self.text_frames else None
-        await self.base_send(
-            {"type": "websocket.send", "bytes": data} if text is None else {"type": "websocket.send", "text": text}
-        )
-        if self.subscription is not None:
-            self.subscription.written((event,))
+        """Write one published message, byte for byte (see :meth:`relay_messages`)."""
+        await self.relay_messages([event])
 
-    async def relay_messages(self, events: list[dict[str, Any]]) -> None:
-        """Published messages, in order, as frames written at once by webchannel's server."""
+    async def relay_messages(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Write published messages, in order, byte for byte: binary frames (with
+        ``?frames=text``, a text frame for each that is valid UTF-8). webchannel's server takes
+        them in one ASGI message (:data:`~.events.SEND_FRAMES`) and counts each as sent once
+        written; under any other server each goes in a ``websocket.send`` of its own."""
         if self.closing:
             return
         payloads = [event["data"] for event in events]
-        await self.base_send({"type": SEND_FRAMES, "payloads": payloads, "text": self.text_frames})
+        if SEND_FRAMES in self.scope.get("extensions", {}):
+            await self.base_send({"type": SEND_FRAMES, "payloads": payloads, "text": self.text_frames})
+        else:
+            encodings = runtime().encodings
+            for data in payloads:
+                text = encodings.text(data) if self.text_frames else None
+                await self.base_send({"type": "websocket.send", "bytes": data} if text is None else _text_message(text))
         if self.subscription is not None:
             self.subscription.written(events)
 

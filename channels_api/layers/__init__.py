@@ -13,6 +13,7 @@ start with any other.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ..backlog import Backlog
@@ -33,7 +34,7 @@ class WebchannelLayer(Protocol):
 
     async def group_discard(self, group: str, channel: str) -> None: ...
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None: ...
+    async def group_send(self, group: str, message: Mapping[str, Any]) -> None: ...
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """The next event of ``channel`` (readiness probes read their answer with it)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from channels.layers import BaseChannelLayer
@@ -87,7 +88,7 @@ class InMemoryChannelLayer(BaseChannelLayer):  # type: ignore[misc]
             if not members:
                 del self._groups[group]
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def group_send(self, group: str, message: Mapping[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
         for channel in self._groups.get(group, ()):

@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from channels_redis import pubsub, utils
@@ -117,7 +117,7 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[m
     async def group_discard(self, group: str, channel: str) -> None:
         await self._get_layer().group_discard(group, channel)
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def group_send(self, group: str, message: Mapping[str, Any]) -> None:
         await self._get_layer().group_send(group, message)
 
     async def receive(self, channel: str) -> dict[str, Any]:
