@@ -50,6 +50,9 @@ def _raise_open_files_limit(max_connections: int) -> None:
 
 
 class Command(BaseCommand):
+    # The checks a server cannot start without stop it with one line (exit_if_unfit), before the
+    # others run (their warnings are printed, as by any command).
+    requires_system_checks: list[str] = []
     help = "Run webchannel (HTTP and WebSocket) under Daphne on server.listen_address."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -80,6 +83,7 @@ class Command(BaseCommand):
         config = settings.WEBCHANNEL
         # Before the server's modules are imported: they subclass what the checks verify.
         exit_if_unfit()
+        self.check()
         _raise_open_files_limit(config.server.max_connections)
         host, port = parse_listen_address(config.server.listen_address)
         workers = options["workers"]
