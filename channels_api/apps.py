@@ -8,9 +8,13 @@ autoreloader's server and every worker use the key that was printed instead of t
 
 import logging
 import warnings
+from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.core.signals import setting_changed
+
+from .runtime import Runtime
 
 logger = logging.getLogger("channels_api")
 
@@ -39,6 +43,9 @@ class ChannelsApiConfig(AppConfig):
     name = "channels_api"
     verbose_name = "webchannel"
 
+    runtime: Runtime
+    """This process's state (:mod:`channels_api.runtime`), made from the configuration when Django starts."""
+
     def ready(self) -> None:
         # A short secret is reported once by check channels_api.W001, not on every token.
         import jwt
@@ -46,8 +53,14 @@ class ChannelsApiConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the system checks)
 
         _disconnect_unused_request_signals()
-
         warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
+        self.runtime = Runtime.from_config(settings.WEBCHANNEL)
+        setting_changed.connect(self._configuration_changed)
+
+    def _configuration_changed(self, setting: str, value: Any, **kwargs: Any) -> None:
+        """A test replaced ``WEBCHANNEL``: the process's state follows the new configuration."""
+        if setting == "WEBCHANNEL":
+            self.runtime = Runtime.from_config(value)
 
 
 SHARED_SECRET_VARIABLES = {"channel.secret_key": "WC_CHANNEL__SECRET_KEY", "channel.api_keys": "WC_CHANNEL__API_KEYS"}

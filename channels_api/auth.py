@@ -205,25 +205,16 @@ def verify_token(token: str, channel_id: str, secrets: Sequence[str], keys: KeyR
 
 
 def authorize(
-    token: str | None,
-    channel_id: str,
-    action: str,
-    secrets: Sequence[str] | None = None,
-    keys: KeyRing | None = None,
+    token: str | None, channel_id: str, action: str, secrets: Sequence[str], keys: KeyRing | None = None
 ) -> dict[str, Any]:
     """Return the claims if ``token`` is valid for ``channel_id`` and allows ``action``.
 
-    ``action`` is one of :data:`ACTIONS`; ``secrets`` and ``keys`` default to the configured
-    ones (the signing secret, then the previous ones; every API key). Raises
-    :class:`InvalidToken` (401), :class:`WrongChannel` (403) or :class:`ScopeDenied` (403).
-    The scope check of a token seen before is a set lookup: its allowed actions are cached
-    with its verification.
+    ``action`` is one of :data:`ACTIONS`; ``secrets`` verify tokens (the signing secret, then
+    the previous ones), ``keys`` are the configured API keys (a token a named key minted is
+    valid only while that key is). Raises :class:`InvalidToken` (401), :class:`WrongChannel`
+    (403) or :class:`ScopeDenied` (403). The scope check of a token seen before is a set
+    lookup: its allowed actions are cached with its verification.
     """
-    if secrets is None or keys is None:
-        from django.conf import settings
-
-        secrets = settings.WEBCHANNEL.secret_keys if secrets is None else secrets
-        keys = settings.WEBCHANNEL.keyring if keys is None else keys
     grant = verify_grant(token, secrets, keys)
     grant.check(channel_id, action)
     return grant.claims

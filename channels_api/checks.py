@@ -1,17 +1,85 @@
-"""System checks (``manage.py check``) for settings that work but are risky."""
+"""System checks (``manage.py check``): what webchannel cannot run without, and settings that
+work but are risky.
+
+- ``channels_api.E001``: an internal of another package that webchannel relies on is gone
+  (:mod:`channels_api.fence`);
+- ``channels_api.E002``: the configured channel layer is not one webchannel can use
+  (:class:`~channels_api.layers.WebchannelLayer`);
+- ``channels_api.W001`` to ``W003``: a short signing secret, ``/metrics`` without
+  authentication, a Redis password sent unencrypted.
+
+E001 and E002 carry the tag ``webchannel``: :func:`exit_if_unfit` runs them before a server
+starts (``serve``, and the ASGI application of :mod:`channels_api.asgi`, so ``daphne
+mysite.asgi:application`` too) and stops with one line.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+import sys
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register, run_checks
 
 from .redis_hosts import redact_url
 
 MIN_SECRET_BYTES = 32
+TAG = "webchannel"
+"""The tag of the checks a server cannot start without."""
+
+
+@register(TAG)
+def check_internals(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Every internal of another package webchannel relies on is still there."""
+    from .fence import problems
+
+    return [
+        Error(
+            f"incompatible dependency: {line}",
+            hint="Install the versions requirements.txt pins.",
+            id="channels_api.E001",
+        )
+        for line in problems(include_redis=settings.WEBCHANNEL.redis.enabled)
+    ]
+
+
+@register(TAG)
+def check_channel_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The channel layer does what webchannel needs of it (bounded backlogs, backpressure, readiness)."""
+    from channels.layers import channel_layers
+
+    from .layers import missing_methods
+
+    backend = channel_layers.configs.get("default", {}).get("BACKEND", "(none)")
+    try:
+        layer = channel_layers["default"]
+    except Exception as exc:
+        return [Error(f"channel layer {backend} cannot be made: {exc}", id="channels_api.E002")]
+    missing = missing_methods(layer)
+    if not missing:
+        return []
+    return [
+        Error(
+            f"channel layer {backend} is not a webchannel layer (it lacks {', '.join(missing)})",
+            hint="Use channels_api.layers.InMemoryChannelLayer or channels_api.server.redis_layer."
+            "RedisPubSubChannelLayer (webchannel_settings() configures them).",
+            id="channels_api.E002",
+        )
+    ]
+
+
+def exit_if_unfit() -> None:
+    """Before a server starts: run the ``webchannel`` checks; on an error print one line and exit 2."""
+    errors = [message for message in run_checks(tags=[TAG]) if message.is_serious()]
+    if errors:
+        _exit(errors[0].msg + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+
+
+def _exit(message: str) -> NoReturn:
+    sys.stderr.write(f"webchannel: {message}\n")
+    raise SystemExit(2)
 
 
 @register()

@@ -37,10 +37,6 @@ __all__ = ["Config", "ConfigError", "keys", "load_config", "parse_listen_address
 ENV_PREFIX = "WC_"
 ENV_CONFIG_FILE = "WC_CONFIG_FILE"
 
-CREATE_BODY_LIMIT = 16 * 1024
-"""Largest accepted body of ``POST /webchannel/v1/channels``: an id and a few fields fit many times over."""
-
-
 Check = typing.Callable[[Any], Any]
 
 

@@ -1,139 +1,88 @@
-"""The subscriber side: one WebSocket per subscriber, relaying a channel's messages unchanged."""
+"""The WebSocket transport: one socket per subscriber, relaying a channel's messages unchanged.
+
+A thin adapter of :class:`~channels_api.subscription.Subscription` to channels' consumer: it
+reads the token and the frame kind from the handshake, refuses or accepts, writes what the
+subscription hands it as frames, and closes with a :class:`~channels_api.events.CloseCode`.
+
+Relies on these internals of channels (declared in ``INTERNALS``, verified by the
+``channels_api.E001`` system check): ``AsyncConsumer.__call__`` and ``dispatch`` are replaced
+(see :class:`SubscriberConsumer`); ``base_send``, which ``__call__`` sets and through which
+``AsyncConsumer.send`` (so ``AsyncWebsocketConsumer``'s ``accept`` and ``close``) sends, is set
+here instead; ``channels.consumer.get_handler_name`` names a message's handler.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
-from django.conf import settings
 
-from . import metrics, presence
-from .auth import BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL, authorize, bearer_token
-from .delivery_lag import delivery_lag
-from .events import (
-    REFUSAL,
-    SEND_FRAMES,
-    CloseCode,
-    RefusalReason,
-    RelayClose,
-    RelayMessage,
-    RelayOverflow,
-    relay_message,
+from . import metrics
+from .asgi_types import Message, Receive, Scope, Send
+from .auth import SUBPROTOCOL
+from .events import REFUSAL, SEND_FRAMES, CloseCode, RefusalReason, RelayClose, RelayMessage
+from .runtime import runtime
+from .subscription import Overflow, Refused, Subscription, query_values, token_from_scope
+
+INTERNALS = (
+    ("channels", "channels.consumer.AsyncConsumer", "__call__"),
+    ("channels", "channels.consumer.AsyncConsumer", "dispatch"),
+    ("channels", "channels.consumer.AsyncConsumer", "base_send", "__call__"),
+    ("channels", "channels.consumer.AsyncConsumer", "send"),
+    ("channels", "channels.consumer", "get_handler_name"),
 )
-from .exceptions import InvalidChannelId, TokenError
-from .layers import layer_outage
-from .names import channel_id_from_url, group_name
 
 logger = logging.getLogger(__name__)
-
-SUBSCRIBE_TIMEOUT_SECONDS = 2.0
-"""Joining the channel's group must not hang a handshake when Redis does not answer."""
-
-
-def token_from_scope(scope: dict[str, Any]) -> str | None:
-    """The token from ``Authorization: Bearer``, else, for browsers, from a
-    ``webchannel.bearer.<token>`` subprotocol (kept out of URLs and logs), else from the
-    ``access_token`` query parameter: the first source present decides, even if invalid."""
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            token = bearer_token(value.decode("latin-1"))
-            if token:
-                return token
-    for protocol in scope.get("subprotocols", ()):
-        if protocol.startswith(BEARER_SUBPROTOCOL_PREFIX):
-            return protocol[len(BEARER_SUBPROTOCOL_PREFIX) :]
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    values = query.get("access_token")
-    return values[0] if values else None
-
 
 FRAMES_PARAMETER = "frames"
 FRAME_KINDS = ("binary", "text")
 """``?frames=`` values: ``binary`` (the default) or ``text`` (valid UTF-8 payloads as text frames)."""
 
 
-def frames_from_scope(scope: dict[str, Any]) -> str | None:
+def frames_from_scope(scope: Scope) -> str | None:
     """The requested frame kind, ``binary`` without the parameter; None for any other value."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    values = query.get(FRAMES_PARAMETER)
+    values = query_values(scope, FRAMES_PARAMETER)
     if not values:
         return "binary"
     return values[0] if len(values) == 1 and values[0] in FRAME_KINDS else None
-
-
-_last_text: tuple[bytes, str | None] = (b"", "")
-
-
-def utf8_text(data: bytes) -> str | None:
-    """``data`` decoded if it is valid UTF-8, else None; decoded once per message for all subscribers."""
-    global _last_text
-    last, text = _last_text
-    if data is last:
-        return text
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    _last_text = (data, text)
-    return text
-
-
-_open_sockets = 0
-"""Subscriber sockets open in this process (``server.max_connections`` caps it)."""
-
-
-def expire_at(claims: dict[str, Any], expired: Callable[[], None]) -> asyncio.TimerHandle:
-    """Call ``expired`` on the running loop when the token whose ``claims`` these are reaches its
-    ``exp`` (at once if it has, within the verification's leeway): a subscription lasts no longer
-    than the token that opened it."""
-    delay = max(0.0, float(claims["exp"]) - time.time())
-    return asyncio.get_running_loop().call_later(delay, expired)
 
 
 class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """Relays every message published to a channel as one binary frame with exactly its bytes
     (with ``?frames=text``, a valid UTF-8 payload as a text frame: the same bytes).
 
-    Refusals happen at the handshake, never after it: a bad channel id (also one that is
-    not valid percent-encoded UTF-8 in the URL) or a missing, invalid, expired or
-    other-channel token closes before accept, which Daphne answers with HTTP 403. After
-    accept the server closes only with a :class:`CloseCode`, whose reason phrase the close
-    frame carries: 4003 when the client sends data, 4008 when it falls behind, 4013 when the
-    channel layer is unavailable, 4000 when the channel is closed. Every refusal, and a
-    subscribe the layer could not take (4013 at once), is counted under its
-    :class:`RefusalReason`, which its close message carries under :data:`~.events.REFUSAL`
-    for the server's access log (``refused <reason>``).
+    Refusals happen at the handshake, never after it: a bad channel id, a missing, invalid,
+    expired or other-channel token, a bad ``frames`` parameter or a full server closes before
+    accept, which webchannel's server answers with HTTP 403 and a problem body naming the
+    reason. After accept the server closes only with a :class:`CloseCode`, whose reason phrase
+    the close frame carries: 4003 when the client sends data, 4005 when the token expires, 4008
+    when it falls behind, 4013 when the channel layer is unavailable, 4000 when the channel is
+    closed. A refusal's :class:`RefusalReason` travels in the close message under
+    :data:`~.events.REFUSAL` for the server's access log (``refused <reason>``).
 
-    Channels' consumer loop starts a task per message and waits on the client and the
-    layer together; here the client's events are read in ``__call__`` and the layer's
-    messages by one relay task started after accept, so a message never reaches a socket
-    that is not open, and a delivery costs no task. The handlers keep channels' shape.
+    Channels' consumer loop starts a task per message and waits on the client and the layer
+    together; here the client's events are read in ``__call__`` and the subscription's by one
+    relay task started after accept, so a message never reaches a socket that is not open, and
+    a delivery costs no task. The handlers keep channels' shape.
     """
 
-    group: str | None = None
-    channel_name = ""
-    closing = False
+    subscription: Subscription | None = None
     relay: asyncio.Task[None] | None = None
     expiry: asyncio.TimerHandle | None = None
     """Closes the socket with 4005 when the token's ``exp`` passes..."""
     expiring: asyncio.Future[None] | None = None
     """...through this task."""
-    listening = False
-    """Counted among the channel's subscribers (:mod:`.presence`)."""
+    closing = False
     text_frames = False
     """``?frames=text``: valid UTF-8 payloads go out as text frames."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
-        self.channel_layer = get_channel_layer()
         self.base_send = send
         try:
             while True:
@@ -143,103 +92,72 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         finally:
             await self._leave()  # also when the consumer crashed or was cancelled
 
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
-        """Verify the token against the path, join the channel's group, accept, start relaying."""
-        if _open_sockets >= settings.WEBCHANNEL.server.max_connections:
-            await self._refuse(RefusalReason.MAX_CONNECTIONS)
-            return
+    async def websocket_connect(self, message: Message) -> None:
+        """Open the subscription (admit, authorize, join), accept, start relaying."""
+        state = runtime()
+        state.serve()
+        subscription = self.subscription = Subscription(state)
         try:
-            routed = self.scope["url_route"]["kwargs"]["channel_id"]
-            channel_id = channel_id_from_url(routed, self.scope.get("raw_path"))
-            config = settings.WEBCHANNEL
-            claims = authorize(
-                token_from_scope(self.scope), channel_id, "subscribe", config.secret_keys, config.keyring
+            subscription.open(
+                self.scope["url_route"]["kwargs"]["channel_id"],
+                self.scope.get("raw_path"),
+                token_from_scope(self.scope),
             )
-        except (InvalidChannelId, TokenError) as exc:
-            logger.debug("subscribe refused: %s", exc)
-            await self._refuse(exc.refusal)
+            frames = frames_from_scope(self.scope)
+            if frames is None:  # a typo would otherwise silently give binary frames
+                raise subscription.refuse(RefusalReason.INVALID_FRAMES, "frames must be binary or text")
+        except Refused as refused:
+            await self.base_send({"type": "websocket.close", REFUSAL: refused.reason.value})
             return
-        frames = frames_from_scope(self.scope)
-        if frames is None:  # a typo would otherwise silently give binary frames
-            await self._refuse(RefusalReason.INVALID_FRAMES)
-            return
-        if frames == "text":
-            self.text_frames = True
-            self.relay_message = self.relay_text_message  # type: ignore[method-assign]
-        # Counted from here, before the first await, so concurrent handshakes cannot all
-        # pass the max_connections check while group_add waits for Redis.
-        self.group = group_name(channel_id)
-        self._count_open(+1)
-        self.channel_name = await self.channel_layer.new_channel()
+        self.text_frames = frames == "text"
         try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
-                await self.channel_layer.group_add(self.group, self.channel_name)
-        except Exception as exc:  # the layer's own errors (Redis down, wedged): tell the client to retry
-            layer_outage.failed("subscribe", exc)
-            metrics.websocket_refused.labels(reason=RefusalReason.LAYER_UNAVAILABLE.value).inc()
-            await self._leave()
+            await subscription.join()
+        except Refused as refused:  # accepted, then closed at once: the client retries
             await self.accept(self._subprotocol())
-            await self._close(CloseCode.TRY_AGAIN_LATER, RefusalReason.LAYER_UNAVAILABLE)
+            await self._close(CloseCode.TRY_AGAIN_LATER, refused.reason)
             return
-        layer_outage.succeeded()
         await self.accept(self._subprotocol())
-        presence.joined(self.group)  # counted once it receives the channel's messages
-        self.listening = True
-        self.relay = asyncio.create_task(self._relay())
-        self.expiry = expire_at(claims, self._token_expired)
-
-    def _token_expired(self) -> None:
-        self.expiry = None
-        self.expiring = asyncio.ensure_future(self._close(CloseCode.TOKEN_EXPIRED))
+        self.relay = asyncio.create_task(self._relay(subscription))
+        self.expiry = asyncio.get_running_loop().call_later(subscription.seconds_left(), self._token_expired)
 
     def _subprotocol(self) -> str | None:
         """``webchannel`` when the client offered it (a browser passing its token as a
         subprotocol must): never the token-bearing entry, which would echo the token."""
         return SUBPROTOCOL if SUBPROTOCOL in self.scope.get("subprotocols", ()) else None
 
-    def _relay_source(
-        self,
-    ) -> tuple[Callable[[str], Awaitable[Any]], Callable[[str], list[dict[str, Any]]] | None]:
-        """How the relay receives the next message, and takes those queued behind it when they
-        can be written together: binary frames (text frames go one by one), on a server that can."""
-        source = getattr(self.channel_layer, "relay_source", None)
-        if source is None:  # another channel layer
-            return self.channel_layer.receive, None
-        receive, pending = source()
-        if self.text_frames or SEND_FRAMES not in self.scope.get("extensions", {}):
-            return receive, None
-        return receive, pending
+    def _token_expired(self) -> None:
+        self.expiry = None
+        self.expiring = asyncio.ensure_future(self._close(CloseCode.TOKEN_EXPIRED))
 
-    async def _relay(self) -> None:
-        """Hand each message of the channel to its handler, in order, until the socket goes.
+    async def _relay(self, subscription: Subscription) -> None:
+        """Write what the subscription hands over, in order, until the socket goes.
 
         A subscriber that fell behind (the server was busy) has several messages queued: they
-        are written together, one system call instead of one per message.
+        are written together, one system call instead of one per message, on a server that can
+        (webchannel's, which also frames each message once for all its subscribers).
         """
-        (receive, pending), channel = self._relay_source(), self.channel_name
         try:
             while True:
-                event = await receive(channel)
-                if event["type"] == "relay.message":  # the hot path, without handler lookup
-                    more = pending(channel) if pending is not None else None
-                    if more:
-                        await self.relay_messages([event, *more])
-                    else:
-                        await self.relay_message(event)
+                events = await subscription.next()
+                if events[0]["type"] == "relay.message":
+                    await self.relay_messages(events)
                 else:
-                    await self.dispatch(event)
+                    await self.dispatch(events[0])
+        except Overflow as overflow:
+            subscription.overflowed(overflow)
+            await self._close(CloseCode.TOO_SLOW, counted=True)
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("relay failed; closing the subscriber")
             await self._close(CloseCode.INTERNAL_ERROR)
 
-    async def websocket_receive(self, message: dict[str, Any]) -> None:
+    async def websocket_receive(self, message: Message) -> None:
         """Subscriber sockets are receive-only: any data frame closes the connection."""
         metrics.websocket_messages_received.inc()
         await self._close(CloseCode.DATA_FROM_CLIENT)
 
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+    async def websocket_disconnect(self, message: Message) -> None:
         """Leave the group and stop."""
         raise StopConsumer()
 
@@ -248,91 +166,59 @@ class SubscriberConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.expiry.cancel()
             self.expiry = None
         if self.relay is not None:
-            self.relay.cancel()  # the layer forgets the channel when its receive is cancelled
+            self.relay.cancel()
             self.relay = None
-        if self.group is None:
-            return
-        group, self.group = self.group, None
-        self._count_open(-1)
-        if self.listening:
-            self.listening = False
-            presence.left(group)
-        self.channel_layer.forget_channel(self.channel_name)
-        try:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
-                await self.channel_layer.group_discard(group, self.channel_name)
-        except Exception as exc:  # Redis gone: its subscription dies with the connection
-            logger.debug("group_discard failed: %s", exc)
+        if self.subscription is not None:
+            subscription, self.subscription = self.subscription, None
+            await subscription.leave()
 
     async def relay_message(self, event: RelayMessage) -> None:
-        """Write one published message, byte for byte, as a binary frame.
+        """Write one published message, byte for byte (see :meth:`relay_messages`)."""
+        await self.relay_messages([event])
 
-        Counted as sent by the server's protocol once the frame is written (a socket that
-        is closing drops it), not here. The delivery lag is observed once per message.
-        """
-        if not self.closing:
-            await self.base_send({"type": "websocket.send", "bytes": event["data"]})
-            if event is not delivery_lag.last:
-                delivery_lag.written(event)
-
-    async def relay_messages(self, events: list[dict[str, Any]]) -> None:
-        """Several published messages, in order, as binary frames written at once."""
-        if not self.closing:
-            await self.base_send({"type": SEND_FRAMES, "payloads": [event["data"] for event in events]})
-            for event in events:
-                if event is not delivery_lag.last:
-                    delivery_lag.written(event)
-
-    async def relay_text_message(self, event: RelayMessage) -> None:
-        """For ``?frames=text``: a valid UTF-8 payload as a text frame, any other as binary.
-
-        The bytes on the wire are the published ones either way.
-        """
-        if not self.closing:
-            text = utf8_text(event["data"])
-            if text is None:
-                await self.base_send({"type": "websocket.send", "bytes": event["data"]})
-            else:
-                await self.base_send({"type": "websocket.send", "text": text})
-            if event is not delivery_lag.last:
-                delivery_lag.written(event)
-
-    async def relay_overflow(self, event: RelayOverflow) -> None:
-        """The backlog passed its bound: close as too slow rather than skip messages silently."""
-        metrics.message_send_errors.inc(event["dropped"])
-        logger.info("subscriber too slow: closing with %d, %d messages dropped", CloseCode.TOO_SLOW, event["dropped"])
-        await self._close(CloseCode.TOO_SLOW)
+    async def relay_messages(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Write published messages, in order, byte for byte: binary frames (with
+        ``?frames=text``, a text frame for each that is valid UTF-8). webchannel's server takes
+        them in one ASGI message (:data:`~.events.SEND_FRAMES`) and counts each as sent once
+        written; under any other server each goes in a ``websocket.send`` of its own."""
+        if self.closing:
+            return
+        payloads = [event["data"] for event in events]
+        if SEND_FRAMES in self.scope.get("extensions", {}):
+            await self.base_send({"type": SEND_FRAMES, "payloads": payloads, "text": self.text_frames})
+        else:
+            encodings = runtime().encodings
+            for data in payloads:
+                text = encodings.text(data) if self.text_frames else None
+                await self.base_send({"type": "websocket.send", "bytes": data} if text is None else _text_message(text))
+        if self.subscription is not None:
+            self.subscription.written(events)
 
     async def relay_close(self, event: RelayClose) -> None:
         """The channel was closed: its last message (if any), then 4000; the client should not reconnect."""
         if "data" in event:
-            await self.relay_message(relay_message(event["data"]))
+            await self.relay_message({"type": "relay.message", "data": event["data"]})
         await self._close(CloseCode.CHANNEL_CLOSED)
 
-    @staticmethod
-    def _count_open(delta: int) -> None:
-        global _open_sockets
-        _open_sockets += delta
-        metrics.users_connected.set(_open_sockets)
-
-    async def _close(self, code: CloseCode, refusal: RefusalReason | None = None) -> None:
+    async def _close(self, code: CloseCode, refusal: RefusalReason | None = None, *, counted: bool = False) -> None:
         """Close with ``code`` and its reason phrase; a ``refusal`` goes to the access log too."""
-        if not self.closing:
-            self.closing = True
-            metrics.websocket_closed.labels(code=code.label).inc()
-            message = {"type": "websocket.close", "code": int(code), "reason": code.reason}
-            if refusal is not None:
-                message[REFUSAL] = refusal.value
-            await self.base_send(message)
+        if self.closing:
+            return
+        self.closing = True
+        if not counted:
+            Subscription.closing(code)
+        message: dict[str, Any] = {"type": "websocket.close", "code": int(code), "reason": code.reason}
+        if refusal is not None:
+            message[REFUSAL] = refusal.value
+        await self.base_send(message)
 
-    async def _refuse(self, reason: RefusalReason) -> None:
-        """Close before accept (Daphne answers 403); the reason goes to the access log, not the client."""
-        metrics.websocket_refused.labels(reason=reason.value).inc()
-        await self.base_send({"type": "websocket.close", REFUSAL: reason.value})
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
+    async def dispatch(self, message: Message) -> None:
         """Channels' dispatch without its per-message ``close_old_connections``: there is no database."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"no handler for message type {message['type']}")
         await handler(message)
+
+
+def _text_message(text: str) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": text}

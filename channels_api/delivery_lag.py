@@ -53,6 +53,3 @@ class DeliveryLag:
             metrics.delivery_lag.observe(max(0.0, now - event["published_at"]))
         self.pending.clear()
         self.loop = None
-
-
-delivery_lag = DeliveryLag()

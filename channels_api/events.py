@@ -24,19 +24,24 @@ class RelayMessage(TypedDict):
 
 SEND_FRAMES = "webchannel.send_frames"
 """An ASGI extension of webchannel's own server: the message ``{"type": SEND_FRAMES, "payloads":
-[...]}`` writes several binary frames to a subscriber's socket with one system call. The server
-names it in the scope's ``extensions``; under any other server each message is sent on its own."""
-
-COMMIT = "webchannel.commit"
-"""An ASGI extension of webchannel's own server, for HTTP requests: ``scope["extensions"][COMMIT]``
-is a :class:`Commitment`. A view that is about to hand a message to the channel layer (a
-publish, a channel's last message) commits its request first: a draining server then never
-answers it 503 when its deadline comes (a client retries every 503: the message would arrive
-twice), and waits for its answer instead. Under any other server the extension is absent."""
+[...], "text": False}`` writes payloads to a subscriber's socket as frames, with one system call:
+binary frames, or with ``"text": True`` a text frame for each payload that is valid UTF-8. The
+server frames each message once for all the subscribers it is written to. It names the extension
+in the scope's ``extensions``; under any other server each message is sent on its own."""
 
 
-class Commitment(Protocol):
-    """What :data:`COMMIT` names in the scope of an HTTP request."""
+class RequestState(Protocol):
+    """What the ``webchannel.request`` extension of webchannel's server holds for one HTTP request
+    (see :data:`channels_api.logs.REQUEST`).
+
+    A view about to hand a message to the channel layer (a publish, a channel's last message)
+    commits its request first: a draining server then never answers it 503 when its deadline
+    comes (a client retries every 503: the message would arrive twice), and waits for its
+    answer instead.
+    """
+
+    key_name: str | None
+    """The API key (name) that authenticated the request, for its access-log line."""
 
     @property
     def draining(self) -> asyncio.Future[None]:
@@ -47,6 +52,12 @@ class Commitment(Protocol):
         """The request is about to have its effect: never answer it 503 from now on. False if the
         server stopping has already answered it 503: then the request must not have its effect."""
         ...
+
+
+SENT = "webchannel.sent"
+"""A key of webchannel's own in the ``http.response.body`` messages of an event stream: the
+messages and payload bytes the body carries, ``(messages, bytes)``. webchannel's server counts
+them as sent once it has written the body (as it counts WebSocket frames); others ignore it."""
 
 
 REFUSAL = "webchannel.refusal"
@@ -163,3 +174,27 @@ class RefusalReason(StrEnum):
     """The process already holds ``server.max_connections`` subscriber sockets."""
     LAYER_UNAVAILABLE = "layer_unavailable"
     """The channel layer could not add the subscriber (accepted, then closed at once with 4013)."""
+
+
+REFUSAL_MEANINGS: dict[str, str] = {
+    RefusalReason.INVALID_TOKEN: "the token is missing, malformed, wrongly signed or not yet valid",
+    RefusalReason.EXPIRED_TOKEN: "the token has expired; fetch a fresh one",
+    RefusalReason.WRONG_CHANNEL: "the token is for another channel",
+    RefusalReason.INVALID_CHANNEL_ID: (
+        "the channel id in the URL breaks the rules (1-128 characters, no /, whitespace or control "
+        "characters, percent-encoded UTF-8)"
+    ),
+    RefusalReason.INVALID_FRAMES: "the frames parameter must be binary or text",
+    RefusalReason.MAX_CONNECTIONS: "this server holds as many subscribers as it may; retry later or elsewhere",
+    RefusalReason.LAYER_UNAVAILABLE: "the channel layer is unavailable; retry",
+}
+"""What each refusal means for the client, after the reason the access log and the
+``webchannel_websocket_refused_total{reason}`` label name."""
+
+
+def refusal_detail(reason: str | None) -> str:
+    """The ``detail`` of a refused subscribe: ``"<reason>: <what it means>"``, the reason being the
+    one the access log and ``webchannel_websocket_refused_total`` name (the same for both transports)."""
+    if reason is None:  # closed before accept without a reason, or not accepted in time
+        return "the subscribe was refused"
+    return f"{reason}: {REFUSAL_MEANINGS.get(reason, 'the subscribe was refused')}"

@@ -1,30 +1,17 @@
-"""Request body limits, enforced while the body streams in, before Django buffers it."""
+"""Request body limits under other ASGI servers, enforced while the body streams in, before Django buffers it.
+
+webchannel's own server refuses an oversized body from the request line and headers, before
+reading it; this middleware does the same for any ASGI server. Both take the limit of a route
+from the one route table (:func:`channels_api.routes.body_limit`).
+"""
 
 from __future__ import annotations
 
-import re
 from http import HTTPStatus
-from typing import Any
 
-from django.conf import settings
-
-from .config import CREATE_BODY_LIMIT
-from .problems import PROBLEM_CONTENT_TYPE, problem_body
-
-ASGIApp = Any
-_CREATE_PATH = "/webchannel/v1/channels"
-_CHANNEL_PATH = re.compile(r"/webchannel/v1/channels/.")
-OTHER_BODY_LIMIT = 16 * 1024
-
-
-def body_limit(method: str, path: str) -> int:
-    """The largest body accepted for a request: ``channel.max_message_size`` for a publish, and
-    for a close (whose body is the channel's last message)."""
-    if method in ("POST", "DELETE") and _CHANNEL_PATH.match(path):
-        return settings.WEBCHANNEL.channel.max_message_size  # type: ignore[no-any-return]
-    if path == _CREATE_PATH:
-        return CREATE_BODY_LIMIT
-    return OTHER_BODY_LIMIT
+from .asgi_types import ASGIApp, Message, Receive, Scope, Send
+from .problems import send_problem
+from .routes import body_limit
 
 
 class BodyLimitMiddleware:
@@ -36,23 +23,28 @@ class BodyLimitMiddleware:
     buffered beyond the limit.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_message_size: int) -> None:
         self.app = app
+        self.max_message_size = max_message_size
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        limit = body_limit(scope["method"], scope["path"])
+        limit = body_limit(scope["method"], scope["path"], self.max_message_size)
+        if limit is None:  # not webchannel's route: the host project's own limits apply
+            return await self.app(scope, receive, send)
         try:
             declared = _content_length(scope)
         except ValueError:
-            return await _send_problem(send, HTTPStatus.BAD_REQUEST, "Content-Length must be a number of bytes")
+            return await send_problem(
+                send, HTTPStatus.BAD_REQUEST, "Content-Length must be a number of bytes", close=True
+            )
         if declared is not None and declared > limit:
             return await _too_large(send, limit)
         received = 0
         too_large = False
 
-        async def counted_receive() -> dict[str, Any]:
+        async def counted_receive() -> Message:
             nonlocal received, too_large
             if too_large:
                 return {"type": "http.disconnect"}
@@ -69,7 +61,7 @@ class BodyLimitMiddleware:
             await _too_large(send, limit)
 
 
-def _content_length(scope: dict[str, Any]) -> int | None:
+def _content_length(scope: Scope) -> int | None:
     """The declared body length; ValueError unless it is plain digits (RFC 9110 §8.6)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -79,21 +71,5 @@ def _content_length(scope: dict[str, Any]) -> int | None:
     return None
 
 
-async def _too_large(send: Any, limit: int) -> None:
-    await _send_problem(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body must be at most {limit} bytes")
-
-
-async def _send_problem(send: Any, status: HTTPStatus, detail: str) -> None:
-    body = problem_body(status, detail)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _too_large(send: Send, limit: int) -> None:
+    await send_problem(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body must be at most {limit} bytes", close=True)

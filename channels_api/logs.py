@@ -12,7 +12,7 @@ import contextlib
 import ipaddress
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
@@ -208,6 +208,8 @@ class AccessNote:
     silent: bool = False
     """The event needs no line of its own (the disconnect of a handshake already logged as refused,
     the end of an event stream, whose line the server writes itself)."""
+    key: str | None = None
+    """The name of the API key that authenticated the request (or minted its token), never the key."""
 
 
 _NO_NOTE = AccessNote()
@@ -224,18 +226,19 @@ def access_note(note: AccessNote) -> Iterator[None]:
         _note.reset(token)
 
 
-_api_key_name: ContextVar[str | None] = ContextVar("webchannel_api_key_name", default=None)
+REQUEST = "webchannel.request"
+"""An ASGI extension of webchannel's own server, in the scope of every HTTP request: a
+:class:`~channels_api.events.RequestState` through which the application tells the server what
+its access-log line and its drain need to know. Absent under any other server."""
 
 
-def note_api_key(name: str) -> None:
-    """The request being handled was authenticated by the API key called ``name``: its
-    access-log line says ``key=<name>`` (never the key itself).
-
-    A context variable of the request's task: the server writes the line from within the
-    application's ``send`` of the response's end, in the same task, and each request has a
-    task of its own.
-    """
-    _api_key_name.set(name)
+def note_key(scope: Mapping[str, Any], name: str) -> None:
+    """The request of ``scope`` was authenticated by the API key called ``name`` (or by a token
+    that key minted): its access-log line says ``key=<name>``, never the key itself. Under
+    another server (no :data:`REQUEST` extension) nothing is noted."""
+    state = scope.get("extensions", {}).get(REQUEST)
+    if state is not None:
+        state.key_name = name
 
 
 def log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
@@ -250,7 +253,7 @@ def log_action(protocol: str, action: str, details: dict[str, Any]) -> None:
     path = redact_path(str(details.get("path", "")))
     client = note.client or details.get("client") or "-"
     if protocol == "http" and action == "complete":
-        key_name = _api_key_name.get()
+        key_name = note.key
         access_logger.info(
             '%s "%s %s" %s %s %.1fms%s',
             client,

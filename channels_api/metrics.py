@@ -5,7 +5,7 @@ Under ``serve --workers N`` the supervisor gives every worker one fresh director
 (its multiprocess mode, which it chooses when imported), and a scrape of any worker reads them
 all, so counters are summed over workers, past ones included, and never go backwards. The
 directory's upkeep (dead workers' values archived, the directory removed by the last process
-out) is :mod:`channels_api.server.metric_files`.
+out) is :mod:`channels_api.metric_files`.
 """
 
 import contextlib
@@ -24,7 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .server.metric_files import MetricsDirectory, scraping
+from .metric_files import MetricsDirectory, scraping
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 MULTIPROCESS = MULTIPROCESS_DIR_VARIABLE in os.environ

@@ -31,26 +31,13 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
+
+from .redis_hosts import RedisTarget
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "EXPIRY_SECONDS",
-    "GHOST_BOUND_SECONDS",
-    "REFRESH_SECONDS",
-    "Presence",
-    "count",
-    "count_now",
-    "joined",
-    "left",
-    "presence",
-    "start",
-    "wait_for_listener",
-]
-
-RedisTarget = tuple[dict[str, Any], str]
-"""A channels_redis host entry and the ``redis.prefix`` keys start with."""
+__all__ = ["EXPIRY_SECONDS", "GHOST_BOUND_SECONDS", "REFRESH_SECONDS", "Presence"]
 
 REFRESH_SECONDS = 1.0
 """How often a process renews its counts in Redis and reads the other processes' counts."""
@@ -69,13 +56,12 @@ REDIS_TIMEOUT_SECONDS = 2.0
 class Presence:
     """Subscriber counts: exact for this process, cached for the others (see the module's docstring)."""
 
-    def __init__(
-        self, process_id: str | None = None, redis: RedisTarget | Literal["settings"] | None = "settings"
-    ) -> None:
+    def __init__(self, redis: RedisTarget | None, process_id: str | None = None) -> None:
         """``redis``: the host entry (as in ``CHANNEL_LAYERS``) and prefix the counts are shared
-        under, None for local counts only; by default what the settings configure."""
+        under; None for this process's counts only."""
         self.process_id = process_id or uuid.uuid4().hex
         self.redis = redis
+        self._prefix = redis[1] if redis is not None else ""
         self.local: dict[str, int] = {}
         self.others: dict[str, int] = {}
         """Sum over the other processes of their counts, as of the last refresh."""
@@ -93,7 +79,6 @@ class Presence:
         self._synced_at = 0.0
         self._failing = False
         self._client: Any = None
-        self._prefix = ""
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
 
@@ -124,9 +109,8 @@ class Presence:
     # --- reading ------------------------------------------------------------------------------
 
     def count(self, group: str) -> int:
-        """Subscribers of ``group`` in every process: this one's exact, the others' as last refreshed."""
-        if self._task is None and self.redis is not None:  # once known to be None: no Redis, nothing to start
-            self.start()
+        """Subscribers of ``group`` in every process: this one's exact, the others' as last refreshed
+        (by the task :meth:`start` runs on the serving loop)."""
         return self.local.get(group, 0) + self.others.get(group, 0)
 
     async def count_now(self, group: str) -> int:
@@ -136,7 +120,7 @@ class Presence:
         Called on another event loop than the refresh task's (``publish_sync`` from a thread), it
         asks through a connection of its own, closed before it returns.
         """
-        target = self._target()
+        target = self.redis
         if target is None:
             return self.local.get(group, 0)
         client, temporary = self._client, False
@@ -178,7 +162,8 @@ class Presence:
         """
         self.waiting += 1
         try:
-            found = self.count(group)  # starts the refresh task if need be
+            self.start()  # a publisher waits: counts of other processes must be refreshed
+            found = self.count(group)
             if found:
                 return found
             loop = asyncio.get_running_loop()
@@ -209,7 +194,7 @@ class Presence:
         task = self._poll_task
         if task is not None and not task.done() and not task.get_loop().is_closed():
             return
-        if self._target() is not None:
+        if self.redis is not None:
             self._poll_task = loop.create_task(self._poll(), name="webchannel presence poll")
 
     async def _poll(self) -> None:
@@ -220,7 +205,7 @@ class Presence:
         waits or a thousand, on one channel or on many. Ends when nobody waits (each wait is
         bounded), or when :meth:`stop` cancels it.
         """
-        target = self._target()
+        target = self.redis
         assert target is not None
         client, temporary = self._client, False
         if client is None or not self._refreshing_here():
@@ -261,7 +246,7 @@ class Presence:
         task = self._task
         if task is not None and not task.done() and not task.get_loop().is_closed():
             return
-        target = self._target()
+        target = self.redis
         loop = _running_loop()
         if target is None or loop is None:
             return
@@ -270,13 +255,6 @@ class Presence:
         # The first write rewrites every count: no change noted before it matters.
         self._rewrite, self._changed, self._peers, self.others = True, set(), {}, {}
         self._task = loop.create_task(self._run(), name="webchannel presence")
-
-    def _target(self) -> RedisTarget | None:
-        if self.redis == "settings":
-            self.redis = _redis_target()
-        if self.redis is not None:
-            self._prefix = self.redis[1]
-        return self.redis
 
     def _refreshing_here(self) -> bool:
         task = self._task
@@ -423,27 +401,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _redis_target() -> RedisTarget | None:
-    """The first Redis host entry and ``redis.prefix``, or None with the in-process layer."""
-    from django.conf import settings
-
-    from .redis_hosts import first_server
-
-    return first_server(settings.WEBCHANNEL.redis)
-
-
 def _client(host: dict[str, Any]) -> Any:
     from .redis_pool import bounded_client
 
     return bounded_client(host, socket_timeout=REDIS_TIMEOUT_SECONDS)
-
-
-presence = Presence()
-"""This process's counts: what subscribers report to and what the views read."""
-
-start = presence.start
-joined = presence.joined
-left = presence.left
-count = presence.count
-count_now = presence.count_now
-wait_for_listener = presence.wait_for_listener

@@ -1,20 +1,45 @@
-"""The one mapping from errors to RFC 7807 ``application/problem+json`` responses."""
+"""The one mapping from errors to RFC 7807 ``application/problem+json`` responses.
+
+:func:`problem_body` builds every problem document webchannel sends, whoever sends it: a Django
+view (:func:`problem_response`, :func:`api_view`), an ASGI middleware below Django
+(:func:`send_problem`), or the server's own protocols writing raw HTTP (:func:`problem_message`).
+
+Relies on one internal of Django (declared in ``INTERNALS``, verified by the ``channels_api.E001``
+system check): a response whose ``_has_been_logged`` attribute is set is not logged again by
+``django.utils.log.log_response``.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from .exceptions import Problem
 
-__all__ = ["PROBLEM_CONTENT_TYPE", "Problem", "api_view", "problem_body", "problem_message", "problem_response"]
+__all__ = [
+    "API_KEY_CHALLENGE",
+    "BEARER_CHALLENGE",
+    "PROBLEM_CONTENT_TYPE",
+    "Problem",
+    "api_view",
+    "problem_body",
+    "problem_message",
+    "problem_response",
+    "send_problem",
+]
+
+INTERNALS = (("django", "django.utils.log", "_has_been_logged", "log_response"),)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="webchannel"'}
+"""What a 401 answers when a channel token was expected (publishing, reading info, subscribing)."""
+API_KEY_CHALLENGE = {"WWW-Authenticate": 'ApiKey realm="webchannel", header="x-api-key"'}
+"""What a 401 answers when an API key was expected (creating a channel)."""
 
 
 def problem_body(status: HTTPStatus, detail: str | None = None) -> bytes:
@@ -40,6 +65,18 @@ def problem_message(status: HTTPStatus, detail: str, headers: Iterable[tuple[str
     return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body
 
 
+async def send_problem(
+    send: Callable[[dict[str, Any]], Awaitable[None]], status: HTTPStatus, detail: str, *, close: bool = False
+) -> None:
+    """Answer an ASGI HTTP request with a problem (``close``: and ask for the connection to close)."""
+    body = problem_body(status, detail)
+    headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def problem_response(problem: Problem) -> HttpResponse:
     """Render a :class:`Problem` for Django."""
     response = HttpResponse(
@@ -55,7 +92,7 @@ def problem_response(problem: Problem) -> HttpResponse:
     return response
 
 
-AsyncView = Callable[..., Coroutine[Any, Any, HttpResponse]]
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
 def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
@@ -65,7 +102,7 @@ def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
         allow = ", ".join(methods)
 
         @functools.wraps(view)
-        async def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponseBase:
             try:
                 if request.method not in methods:
                     raise Problem(HTTPStatus.METHOD_NOT_ALLOWED, f"use {allow}", headers={"Allow": allow})

@@ -15,16 +15,14 @@ from datetime import UTC, datetime
 from typing import TypedDict
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.conf import settings
 
-from . import metrics, presence
+from . import metrics
 from .auth import SUBSCRIBE_SCOPE, ApiKey, issue_token, narrowed_token
 from .config import Config
-from .events import Commitment, relay_message
+from .events import RelayClose, RelayMessage, RequestState, relay_message
 from .exceptions import LayerUnavailable, WebchannelError
-from .layers import layer_outage
 from .names import generate_channel_id, group_name, validate_channel_id
+from .runtime import Runtime, runtime
 
 PUBLISH_TIMEOUT_SECONDS = 2.0
 """A publish the channel layer has not taken by then fails (503 over HTTP) instead of hanging."""
@@ -43,10 +41,6 @@ class CreatedChannel(TypedDict):
     token: str
     expiresAt: str
     subscribeToken: str
-
-
-def _config() -> Config:
-    return settings.WEBCHANNEL  # type: ignore[no-any-return]
 
 
 def new_channel(channel_id: str | None = None) -> CreatedChannel:
@@ -72,7 +66,7 @@ def new_channel_for_key(key: ApiKey, channel_id: str | None = None) -> CreatedCh
 
 
 def _created(channel_id: str, key: ApiKey | None) -> CreatedChannel:
-    config = _config()
+    config = runtime().config
     secret = config.secret_keys[0]
     scope, name = (key.token_scope, key.name) if key is not None else (None, None)
     issued = issue_token(channel_id, secret, config.channel.ttl, scope=scope, key=name)
@@ -82,41 +76,51 @@ def _created(channel_id: str, key: ApiKey | None) -> CreatedChannel:
     return {"channelId": channel_id, "token": issued.token, "expiresAt": expires_at, "subscribeToken": subscribe_token}
 
 
-def check_message_size(data: bytes) -> None:
+def check_message_size(data: bytes, config: Config) -> None:
     """Refuse a message over ``channel.max_message_size`` with a message that names both sizes."""
-    limit = _config().channel.max_message_size
+    limit = config.channel.max_message_size
     if len(data) > limit:
         raise MessageTooLarge(f"the message is {len(data)} bytes; channel.max_message_size is {limit}")
 
 
-async def send_to_channel(channel_id: str, data: bytes, commitment: Commitment | None = None) -> None:
-    """Relay ``data`` to every subscriber of an already validated ``channel_id``.
+async def send_to_channel(
+    state: Runtime, channel_id: str, event: RelayMessage | RelayClose, request: RequestState | None = None
+) -> None:
+    """Hand ``event`` (a message, or the channel's close with its last message) to every subscriber
+    of the already validated ``channel_id``: the one way publish, close and the in-process API
+    reach the channel layer.
 
-    Over HTTP under webchannel's server, ``commitment`` (the request's
-    :data:`~channels_api.events.COMMIT` extension) is committed before the message goes to the
-    layer, and once the server drains no backpressure wait holds the answer back.
-
-    Raises :class:`MessageTooLarge`, or :class:`LayerUnavailable` when the channel layer
-    fails or has not taken the message within :data:`PUBLISH_TIMEOUT_SECONDS`, or the server
-    stopping has already answered the request.
+    Over HTTP under webchannel's server, ``request`` (the request's ``webchannel.request``
+    extension) is committed before the event goes to the layer, and once the server drains no
+    backpressure wait holds the answer back. Raises :class:`MessageTooLarge`, or
+    :class:`LayerUnavailable` when the channel layer fails or has not taken the event within
+    :data:`PUBLISH_TIMEOUT_SECONDS`, or when the server stopping has already answered the request.
     """
-    check_message_size(data)
-    layer = get_channel_layer()
+    data = event.get("data")
+    if data is not None:
+        check_message_size(data, state.config)
+    layer = state.layer
     group = group_name(channel_id)
-    if commitment is not None and not commitment.commit():
+    if request is not None and not request.commit():
         raise LayerUnavailable("the server is stopping; retry")  # what the server already answered
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-            # Wall-clock time: the subscribers' process may be another one, through Redis.
-            await layer.group_send(group, relay_message(data, time.time()))
+            await layer.group_send(group, event)  # type: ignore[arg-type]
     except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean unavailable
-        layer_outage.failed("publish", exc)
+        state.outage.failed("publish", exc)
         raise LayerUnavailable("the channel layer is unavailable; retry later") from exc
-    layer_outage.succeeded()
-    metrics.messages_published.inc()
-    metrics.messages_published_bytes.inc(len(data))
+    state.outage.succeeded()
+    if data is not None:
+        metrics.messages_published.inc()
+        metrics.messages_published_bytes.inc(len(data))
     # Return no faster than this process delivers; a draining server answers at once.
-    await layer.backpressure(group, None if commitment is None else commitment.draining)
+    await layer.backpressure(group, None if request is None else request.draining)
+
+
+def message(data: bytes) -> RelayMessage:
+    """A published message, stamped with the wall-clock time (its subscribers may be in another
+    process, through Redis) for ``webchannel_delivery_lag_seconds``."""
+    return relay_message(data, time.time())
 
 
 async def publish(channel_id: str, data: bytes) -> int:
@@ -131,8 +135,9 @@ async def publish(channel_id: str, data: bytes) -> int:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"data must be bytes, not {type(data).__name__}")
     channel_id = validate_channel_id(channel_id)
-    await send_to_channel(channel_id, bytes(data))
-    return await presence.count_now(group_name(channel_id))
+    state = runtime()
+    await send_to_channel(state, channel_id, message(bytes(data)))
+    return await state.presence.count_now(group_name(channel_id))
 
 
 def publish_sync(channel_id: str, data: bytes) -> int:

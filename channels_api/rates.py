@@ -38,12 +38,12 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from .exceptions import RateLimited
-from .redis_hosts import RedisTarget, first_server
+from .redis_hosts import RedisTarget
 
-__all__ = ["REPORT_SECONDS", "PublishRates", "RedisTarget", "allowance", "publish_rates"]
+__all__ = ["REPORT_SECONDS", "PublishRates", "RedisTarget", "allowance"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +85,11 @@ class PublishRates:
 
     def __init__(
         self,
-        limits: Mapping[str, float] | None = None,
-        redis: RedisTarget | Literal["settings"] | None = "settings",
+        limits: Mapping[str, float],
+        redis: RedisTarget | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._allowances: dict[str, tuple[int, int]] | None = None
-        if limits is not None:
-            self._allowances = {name: allowance(rate) for name, rate in limits.items()}
+        self._allowances = {name: allowance(rate) for name, rate in limits.items()}
         self.redis = redis
         self.clock = clock
         self._windows: dict[str, _Window] = {}
@@ -104,10 +102,7 @@ class PublishRates:
 
         For a key without a rate this is one dict lookup.
         """
-        allowances = self._allowances
-        if allowances is None:
-            allowances = self._allowances = _configured_allowances()
-        found = allowances.get(name)
+        found = self._allowances.get(name)
         if found is not None:
             self._count(name, *found)
 
@@ -130,10 +125,6 @@ class PublishRates:
         task = self._task
         if task is not None and not task.done() and not task.get_loop().is_closed():
             return
-        if self.redis == "settings":
-            from django.conf import settings
-
-            self.redis = first_server(settings.WEBCHANNEL.redis)
         if self.redis is not None:
             self._task = asyncio.get_running_loop().create_task(self._run(self.redis), name="webchannel publish rates")
 
@@ -223,14 +214,3 @@ class PublishRates:
                 "publishes against the others' last known count",
                 type(exc).__name__,
             )
-
-
-def _configured_allowances() -> dict[str, tuple[int, int]]:
-    from django.conf import settings
-
-    keys = settings.WEBCHANNEL.channel.keys
-    return {key.name: allowance(key.max_publish_rate) for key in keys if key.max_publish_rate is not None}
-
-
-publish_rates = PublishRates()
-"""This process's counts: what the publish view admits publishes through."""

@@ -1,23 +1,21 @@
-"""HTTP endpoints: create a channel, publish to it, health, readiness and metrics."""
+"""HTTP endpoints: create a channel, publish to it, read its subscribers, close it; health,
+readiness and metrics. Every rule about the message itself lives in :mod:`.publishing`; this
+module only translates between HTTP and it (credentials, the path and body, problem+json)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 import re
 from http import HTTPStatus
 
-from channels.layers import get_channel_layer
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import metrics, presence
+from . import metrics
 from .auth import ApiKey, bearer_token, credentials_match, verify_grant
-from .config import Config
-from .events import COMMIT, Commitment, relay_close
+from .events import RelayClose, RelayMessage, RequestState, relay_close
 from .exceptions import (
     InvalidChannelId,
     InvalidToken,
@@ -27,38 +25,24 @@ from .exceptions import (
     ScopeDenied,
     WrongChannel,
 )
-from .layers import layer_outage, readiness
-from .logs import note_api_key
+from .logs import REQUEST, note_key
 from .names import channel_id_from_url, group_name, validate_channel_id
-from .problems import api_view
-from .publishing import (
-    PUBLISH_TIMEOUT_SECONDS,
-    MessageTooLarge,
-    check_message_size,
-    new_channel_for_key,
-    send_to_channel,
-)
-from .rates import publish_rates
+from .problems import API_KEY_CHALLENGE, BEARER_CHALLENGE, api_view
+from .publishing import MessageTooLarge, message, new_channel_for_key, send_to_channel
+from .runtime import Runtime, runtime
 
 logger = logging.getLogger(__name__)
-
-_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="webchannel"'}
-_API_KEY_CHALLENGE = {"WWW-Authenticate": 'ApiKey realm="webchannel", header="x-api-key"'}
-
-
-def _config() -> Config:
-    return settings.WEBCHANNEL  # type: ignore[no-any-return]
 
 
 def _authenticated_key(request: HttpRequest) -> ApiKey:
     """The API key of the request's ``x-api-key`` (401 without one or for an unknown one)."""
     presented = request.headers.get("x-api-key")
     if not presented:
-        raise Problem(HTTPStatus.UNAUTHORIZED, "an x-api-key header is required", headers=_API_KEY_CHALLENGE)
-    entry = _config().keyring.find(presented)
+        raise Problem(HTTPStatus.UNAUTHORIZED, "an x-api-key header is required", headers=API_KEY_CHALLENGE)
+    entry = runtime().config.keyring.find(presented)
     if entry is None:
         raise _key_not_accepted()
-    note_api_key(entry.name)  # the key authenticated the request: its name goes to the access log
+    note_key(request.scope, entry.name)  # type: ignore[attr-defined]  # the access log names the key
     return entry
 
 
@@ -84,7 +68,7 @@ def _authorize_key(entry: ApiKey, action: str, channel_id: str | None) -> None:
 
 
 def _key_not_accepted() -> Problem:
-    return Problem(HTTPStatus.UNAUTHORIZED, "the x-api-key was not accepted", headers=_API_KEY_CHALLENGE)
+    return Problem(HTTPStatus.UNAUTHORIZED, "the x-api-key was not accepted", headers=API_KEY_CHALLENGE)
 
 
 def _requested_channel_id(body: bytes) -> str | None:
@@ -138,10 +122,10 @@ def _require_publisher(request: HttpRequest, channel_id: str, action: str = "pub
     A token minted by a named key puts that key's name in the access log, as the key would.
     Returns the name of the API key, or of the named key that minted the token, if any.
     """
-    config = _config()
+    config = runtime().config
     key = request.headers.get("x-api-key")
     if key and (entry := config.keyring.find(key)) is not None:
-        note_api_key(entry.name)
+        note_key(request.scope, entry.name)  # type: ignore[attr-defined]
         _authorize_key(entry, action, channel_id)
         return entry.name
     token = bearer_token(request.headers.get("authorization"))
@@ -151,56 +135,60 @@ def _require_publisher(request: HttpRequest, channel_id: str, action: str = "pub
         raise Problem(
             HTTPStatus.UNAUTHORIZED,
             "an Authorization: Bearer token or x-api-key is required",
-            headers=_BEARER_CHALLENGE,
+            headers=BEARER_CHALLENGE,
         )
     try:
         grant = verify_grant(token, config.secret_keys, config.keyring)
         if grant.key_name is not None:
-            note_api_key(grant.key_name)
+            note_key(request.scope, grant.key_name)  # type: ignore[attr-defined]
         grant.check(channel_id, action)
     except (WrongChannel, ScopeDenied) as exc:
         raise Problem(HTTPStatus.FORBIDDEN, str(exc)) from None
     except InvalidToken as exc:
-        raise Problem(HTTPStatus.UNAUTHORIZED, str(exc), headers=_BEARER_CHALLENGE) from None
+        raise Problem(HTTPStatus.UNAUTHORIZED, str(exc), headers=BEARER_CHALLENGE) from None
     return grant.key_name
 
 
-@api_view("POST")
 async def publish(request: HttpRequest, channel_id: str) -> HttpResponse:
     """Relay the request body, unchanged, to every subscriber of the channel."""
     channel_id = _path_channel_id(request, channel_id)
     key_name = _require_publisher(request, channel_id)
+    state = runtime()
     wait = _wait_seconds(request)
-    if wait is not None and presence.presence.waiting >= _config().server.max_waiting_publishes:
+    if wait is not None and state.presence.waiting >= state.config.server.max_waiting_publishes:
         raise Problem(HTTPStatus.TOO_MANY_REQUESTS, _TOO_MANY_WAITING, headers=_RETRY_SOON)
     if key_name is not None:
-        _admit(key_name)
-    body = request.body
+        _admit(state, key_name)
     group = group_name(channel_id)
-    found = 0 if wait is None else await presence.wait_for_listener(group, wait)
-    subscribers = max(found, presence.count(group))  # a dict lookup: other processes' counts are cached
+    found = 0 if wait is None else await state.presence.wait_for_listener(group, wait)
+    subscribers = max(found, state.presence.count(group))  # a dict lookup: other processes' counts are cached
+    await _send(request, state, channel_id, message(request.body))
+    return _no_content(subscribers)
+
+
+async def _send(request: HttpRequest, state: Runtime, channel_id: str, event: RelayMessage | RelayClose) -> None:
+    """:func:`~channels_api.publishing.send_to_channel`, its errors as problems."""
     try:
-        await send_to_channel(channel_id, body, _commitment(request))
+        await send_to_channel(state, channel_id, event, _request_state(request))
     except MessageTooLarge as exc:
         raise Problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
     except LayerUnavailable as exc:
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
-    return _no_content(subscribers)
 
 
-def _admit(key_name: str) -> None:
+def _admit(state: Runtime, key_name: str) -> None:
     """Count the publish against its key's ``max_publish_rate`` (a dict lookup for a key without one)."""
     try:
-        publish_rates.admit(key_name)
+        state.rates.admit(key_name)
     except RateLimited as exc:
         metrics.publishes_rate_limited.labels(key=key_name).inc()
         raise Problem(HTTPStatus.TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
 
 
-def _commitment(request: HttpRequest) -> Commitment | None:
-    """The request's :data:`~channels_api.events.COMMIT` extension: under webchannel's server."""
+def _request_state(request: HttpRequest) -> RequestState | None:
+    """The request's ``webchannel.request`` extension: under webchannel's server."""
     extensions = request.scope.get("extensions")  # type: ignore[attr-defined]
-    return extensions.get(COMMIT) if extensions else None
+    return extensions.get(REQUEST) if extensions else None
 
 
 SUBSCRIBERS_HEADER = "Webchannel-Subscribers"
@@ -236,8 +224,9 @@ async def channel_info(request: HttpRequest, channel_id: str) -> HttpResponse:
     """How many subscribers the channel has, in every process (other processes asked now)."""
     channel_id = _path_channel_id(request, channel_id)
     _require_publisher(request, channel_id, "info")
-    presence.start()  # this server's loop: the refresh task's connection is used from now on
-    subscribers = await presence.count_now(group_name(channel_id))
+    state = runtime()
+    state.serve()
+    subscribers = await state.presence.count_now(group_name(channel_id))
     response = JsonResponse({"channelId": channel_id, "subscribers": subscribers})
     response["Cache-Control"] = "no-store"
     return response
@@ -250,26 +239,9 @@ async def close_channel(request: HttpRequest, channel_id: str) -> HttpResponse:
     """
     channel_id = _path_channel_id(request, channel_id)
     _require_publisher(request, channel_id, "close")
-    body = request.body
-    try:
-        check_message_size(body)
-    except MessageTooLarge as exc:
-        raise Problem(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
-    group = group_name(channel_id)
-    subscribers = presence.count(group)
-    commitment = _commitment(request)
-    if commitment is not None and not commitment.commit():
-        raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the server is stopping; retry")  # as it already answered
-    try:
-        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-            await get_channel_layer().group_send(group, relay_close(body or None))
-    except Exception as exc:  # the layer's errors are its own (redis, OS, timeout): all mean 503
-        layer_outage.failed("close", exc)
-        raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, "the channel layer is unavailable; retry later") from None
-    layer_outage.succeeded()
-    if body:
-        metrics.messages_published.inc()
-        metrics.messages_published_bytes.inc(len(body))
+    state = runtime()
+    subscribers = state.presence.count(group_name(channel_id))
+    await _send(request, state, channel_id, relay_close(request.body or None))
     return _no_content(subscribers)
 
 
@@ -291,8 +263,9 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 @api_view("GET", "HEAD")
 async def readyz(request: HttpRequest) -> HttpResponse:
     """A message published through the channel layer came back to this process (within the last second)."""
+    state = runtime()
     try:
-        await readiness.check(get_channel_layer())
+        await state.readiness.check(state.layer)
     except LayerUnavailable as exc:
         raise Problem(HTTPStatus.SERVICE_UNAVAILABLE, str(exc)) from None
     return HttpResponse("OK", content_type="text/plain")
@@ -311,7 +284,7 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 def _require_metrics_auth(request: HttpRequest) -> None:
-    config = _config().metrics
+    config = runtime().config.metrics
     if not config.auth_enabled:
         return
     user, password = _basic_credentials(request.headers.get("authorization")) or ("", "")

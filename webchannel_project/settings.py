@@ -6,9 +6,10 @@ Nothing here is meant to be edited per deployment: use a TOML file (``-c`` or
 
 import secrets
 
-from channels_api.config import CREATE_BODY_LIMIT, Config
+from channels_api.config import Config
 from channels_api.host_settings import channel_layers, load_webchannel_config
 from channels_api.logs import logging_settings
+from channels_api.routes import CREATE_BODY_LIMIT
 
 WEBCHANNEL: Config = load_webchannel_config()  # a bad configuration exits here, with one line
 

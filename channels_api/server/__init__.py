@@ -1,8 +1,8 @@
-"""webchannel's server: where it adapts Daphne, Twisted, autobahn, channels_redis and prometheus_client.
+"""webchannel's server: its adaptations of Daphne, Twisted, autobahn and channels_redis.
 
-Everything that relies on another package's private attributes lives in this package,
-and each module's docstring lists what it relies on. :mod:`.compat` verifies all of
-them at startup, so a dependency upgrade that renames one stops the server with one
-line naming the package, its version and the missing internal, instead of letting it
-misbehave silently.
+``manage.py serve`` runs :class:`.daphne_server.WebchannelServer`: Daphne with webchannel's
+WebSocket and HTTP protocols (bounded unsent bytes, frames written at once, problem+json below
+Django, a graceful drain) and, with Redis, channels_redis's pub/sub layer with bounded backlogs.
+Each module lists in ``INTERNALS`` the private names of those packages it relies on;
+:mod:`channels_api.fence` verifies them (the ``channels_api.E001`` system check).
 """

@@ -9,14 +9,14 @@
   connection), close subscriber sockets with 1012 (service restart) and end event streams,
   spread over ``server.drain_window`` so clients do not all reconnect at once, then stop once all of
   that is written, or at the end of the window plus a margin. Requests still unanswered then
-  get 503, except those committed (:data:`~channels_api.events.COMMIT`: a publish handing its
+  get 503, except those committed (the ``webchannel.request`` extension: a publish handing its
   message to the channel layer), whose answer is waited for, within the layer's bound, since a
   client retries a 503 and the message would arrive twice. A second signal stops at once,
   except under ``serve --workers``: there a process group's signal (Ctrl-C, systemd) and the
   supervisor's forwarded one are the same stop, so a worker drains once and ignores the
   repeats; the supervisor's SIGUSR1 stops it at once.
 
-Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
+Relies on these internals (verified by :mod:`channels_api.fence`; ``INTERNALS`` below):
 
 - Daphne ``daphne.server.Server`` (subclassed): ``run`` assigns ``ws_factory`` and
   ``http_factory`` (intercepted by properties here) and creates ``connections`` (read);
@@ -42,14 +42,16 @@ from typing import Any
 from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
-from django.conf import settings
 from twisted.internet import defer
 from twisted.internet import reactor as _reactor
 
+from ..asgi_types import Scope
 from ..config import Config
-from ..events import COMMIT, SEND_FRAMES, CloseCode
+from ..events import SEND_FRAMES, CloseCode
+from ..logs import REQUEST
 from ..publishing import PUBLISH_TIMEOUT_SECONDS
-from .http_protocol import WebchannelHTTPFactory, WebchannelWebRequest
+from ..runtime import runtime
+from .http_protocol import RequestState, WebchannelHTTPFactory, WebchannelWebRequest
 from .ws_protocol import WebchannelWebSocketProtocol
 
 INTERNALS = (
@@ -129,30 +131,10 @@ class Inbox:
         return self._events.pop(0)
 
 
-class RequestCommitment:
-    """The :data:`~channels_api.events.COMMIT` extension of one HTTP request (a
-    :class:`~channels_api.events.Commitment`)."""
-
-    __slots__ = ("answered", "committed", "draining")
-
-    def __init__(self, draining: asyncio.Future[None]) -> None:
-        self.draining = draining
-        self.committed = False
-        self.answered = False
-        """Answered 503 by the stopping server: too late to commit."""
-
-    def commit(self) -> bool:
-        if self.answered:
-            return False
-        self.committed = True
-        return True
-
-
 class WebchannelServer(Server):  # type: ignore[misc]
     """Daphne's ``Server`` with webchannel's protocols, limits and graceful drain."""
 
-    def __init__(self, *args: Any, config: Config | None = None, supervised: bool = False, **kwargs: Any) -> None:
-        config = config or settings.WEBCHANNEL
+    def __init__(self, *args: Any, config: Config, supervised: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("websocket_timeout", -1)
         kwargs.setdefault("ping_interval", config.server.ping_interval)
         kwargs.setdefault("ping_timeout", config.server.ping_timeout)
@@ -163,6 +145,9 @@ class WebchannelServer(Server):  # type: ignore[misc]
         self.server_config = config.server
         self.drain_window = config.server.drain_window
         self.max_backlog_bytes = config.server.max_backlog_bytes
+        self.max_message_size = config.channel.max_message_size
+        self.encodings = runtime().encodings
+        """The encodings of the message relayed last, shared with the application's transports."""
         self.draining = False
         self._drain_started: asyncio.Future[None] | None = None
         self.supervised = supervised
@@ -200,7 +185,7 @@ class WebchannelServer(Server):  # type: ignore[misc]
         tune_garbage_collector()
         super().run()
 
-    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Inbox | None:
+    def create_application(self, protocol: Any, scope: Scope) -> Inbox | None:
         """Daphne's, with an :class:`Inbox` for the connection's events instead of an ``asyncio.Queue``,
         and a subscriber's ``send`` going straight to its protocol."""
         assert "application_instance" not in self.connections[protocol]
@@ -211,9 +196,8 @@ class WebchannelServer(Server):  # type: ignore[misc]
             scope.setdefault("extensions", {})[SEND_FRAMES] = {}  # several frames in one write
         else:
             send = partial(self.handle_reply, protocol)
-            commitment = RequestCommitment(self.drain_started())
-            scope.setdefault("extensions", {})[COMMIT] = commitment
-            self.connections[protocol]["commitment"] = commitment
+            state = protocol.request_state = RequestState(self.drain_started())
+            scope.setdefault("extensions", {})[REQUEST] = state
         instance = self.application(scope=scope, receive=inbox.get, send=send)
         if protocol not in self.connections:
             return None
@@ -303,12 +287,12 @@ class WebchannelServer(Server):  # type: ignore[misc]
         else:
             committed = []
             for request in requests:
-                commitment = self.connections[request].get("commitment")
-                if commitment is not None and commitment.committed:
+                state = request.request_state
+                if state is not None and state.committed:
                     committed.append(request)
                     continue
-                if commitment is not None:
-                    commitment.answered = True  # its publish, should it get that far, is not sent
+                if state is not None:
+                    state.answered = True  # its publish, should it get that far, is not sent
                 request.answer_shutting_down()
             logger.info(
                 "drained; %d sockets still open, %d requests answered 503 at stop, %d committed still being answered",

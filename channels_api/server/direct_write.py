@@ -6,7 +6,7 @@ its buffer is empty, sending right away is the same thing, sooner and cheaper;
 whatever the socket does not take (it would block) goes into Twisted's buffer as before,
 so order and flow control are Twisted's. TLS and other transports always take Twisted's way.
 
-Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
+Relies on these internals (verified by :mod:`channels_api.fence`; ``INTERNALS`` below):
 Twisted ``twisted.internet.tcp.Server``: ``socket``, ``_tempDataLen``, ``dataBuffer`` and
 ``offset`` (the buffer's unsent part), read to tell whether anything is queued.
 """

@@ -16,7 +16,7 @@ WebSocket, nor event streams: ``server.max_connections`` bounds those) and holds
 keep-alive one to make room, or, when none is idle, is answered 503 and closed. A drain
 closes the idle keep-alive ones and has the busy ones close after their response.
 
-Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
+Relies on these internals (verified by :mod:`channels_api.fence`; ``INTERNALS`` below):
 
 - Daphne ``daphne.http_protocol.WebRequest`` (subclassed): ``basic_error``, ``process`` and
   ``handle_reply`` (overridden; the last logs through the server's ``log_action``), and the
@@ -50,21 +50,23 @@ Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from http import HTTPStatus
 from typing import Any
 
 from daphne.http_protocol import HTTPFactory, WebRequest
-from django.conf import settings
 from twisted.internet import reactor as _reactor
 from twisted.web import http
 
 from .. import metrics
+from ..asgi_types import Message
 from ..config import ServerConfig
-from ..limits import body_limit
+from ..events import SENT
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 from ..problems import PROBLEM_CONTENT_TYPE, problem_body, problem_message
+from ..routes import OTHER_BODY_LIMIT, body_limit
 
 INTERNALS = (
     ("daphne", "daphne.http_protocol", "WebRequest"),
@@ -133,6 +135,32 @@ BUSY_RETRY_AFTER_SECONDS = 2
 """``Retry-After`` of the 503 answered to a connection over ``server.max_http_connections``."""
 
 
+_deliveries = metrics.deliveries
+_NOTHING_SENT = (0, 0)
+
+
+class RequestState:
+    """The ``webchannel.request`` extension of one HTTP request (a
+    :class:`~channels_api.events.RequestState`): whether the application committed the request
+    (the drain must not answer it 503), and the name of the key that authenticated it (for its
+    access-log line)."""
+
+    __slots__ = ("answered", "committed", "draining", "key_name")
+
+    def __init__(self, draining: asyncio.Future[None]) -> None:
+        self.draining = draining
+        self.committed = False
+        self.answered = False
+        """Answered 503 by the stopping server: too late to commit."""
+        self.key_name: str | None = None
+
+    def commit(self) -> bool:
+        if self.answered:
+            return False
+        self.committed = True
+        return True
+
+
 class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
     """An HTTP request that never holds more body than the limit for its method and path."""
 
@@ -148,6 +176,8 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
     """The whole request (its body too) has been read."""
     access_client: str | None = None
     """The client address a trusted proxy forwarded (``server.trusted_proxies``), for the access log."""
+    request_state: RequestState | None = None
+    """The ``webchannel.request`` extension the server gave the application (``RequestState``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Twisted would parse form-encoded and multipart bodies (and answer a bare 400 when
@@ -155,7 +185,8 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
         super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
 
     def gotLength(self, length: int | None) -> None:
-        self.body_limit = body_limit(_text(self.channel, "_command"), _text(self.channel, "_path"))
+        limit = body_limit(_text(self.channel, "_command"), _text(self.channel, "_path"), self.server.max_message_size)
+        self.body_limit = OTHER_BODY_LIMIT if limit is None else limit  # the standalone service's every path is its own
         if length is not None and length > self.body_limit:
             self._refuse_too_large()
             return
@@ -178,7 +209,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
             super().requestReceived(command, path, version)
 
     def process(self) -> Any:
-        networks = trusted_networks(settings.WEBCHANNEL.server.trusted_proxies)
+        networks = trusted_networks(self.server.server_config.trusted_proxies)
         peer = getattr(self.client, "host", None)
         if networks and peer:
             forwarded = [v.decode("latin-1") for v in self.requestHeaders.getRawHeaders(b"x-forwarded-for", [])]
@@ -189,7 +220,7 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
             channel.factory.stop_counting(channel)
         return processed
 
-    def handle_reply(self, message: dict[str, Any]) -> None:
+    def handle_reply(self, message: Message) -> None:
         silent = False
         if self.event_stream and message["type"] == "http.response.body":
             if not self._may_write(message):
@@ -198,12 +229,18 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
             silent = not message.get("more_body", False)
         elif message["type"] == "http.response.start" and _is_event_stream(message):
             self._start_event_stream()
-        if self.access_client is None and not silent:
+        key = self.request_state.key_name if self.request_state is not None else None
+        if self.access_client is None and not silent and key is None:
             super().handle_reply(message)
-            return
-        # The access log names the client a trusted proxy forwarded.
-        with access_note(AccessNote(self.access_client, silent=silent)):
-            super().handle_reply(message)
+        else:
+            # The access log names the client a trusted proxy forwarded, and the key's name.
+            with access_note(AccessNote(self.access_client, silent=silent, key=key)):
+                super().handle_reply(message)
+        if self.event_stream and message["type"] == "http.response.body":
+            messages, size = message.get(SENT, _NOTHING_SENT)
+            if messages:  # written (or queued behind what is): sent, as a subscriber socket counts frames
+                _deliveries.sent += messages
+                _deliveries.sent_bytes += size
 
     def _start_event_stream(self) -> None:
         """Watch the transport's buffer from now on, as a subscriber socket does, and stop
@@ -241,19 +278,20 @@ class WebchannelWebRequest(WebRequest):  # type: ignore[misc]
             "time_taken": self.duration(),
             "size": self.sentLength,
         }
-        with access_note(AccessNote(self.access_client)):
+        key = self.request_state.key_name if self.request_state is not None else None
+        with access_note(AccessNote(self.access_client, key=key)):
             self.server.log_action("http", "complete", details)
 
-    def _may_write(self, message: dict[str, Any]) -> bool:
+    def _may_write(self, message: Message) -> bool:
         """False, and the stream cut off, when ``message`` would take what a stalled reader
         left unsent past ``server.max_backlog_bytes``."""
         if self.too_slow:
             return False
         size = len(message.get("body", b""))
-        if self.paused and self.unsent_while_paused + size > settings.WEBCHANNEL.server.max_backlog_bytes:
+        if self.paused and self.unsent_while_paused + size > self.server.max_backlog_bytes:
             self.too_slow = True
             logger.info("event stream reader %s too slow: ending its stream", self.client_addr)
-            metrics.message_send_errors.inc()
+            metrics.message_send_errors.inc(max(1, message.get(SENT, _NOTHING_SENT)[0]))
             self.channel.transport.abortConnection()  # a reader that does not read would not read the end either
             return False
         if self.paused:
@@ -333,7 +371,7 @@ class _StreamProducer:
         self.request.paused = False
 
 
-def _is_event_stream(message: dict[str, Any]) -> bool:
+def _is_event_stream(message: Message) -> bool:
     return any(
         name.lower() == b"content-type" and value.startswith(b"text/event-stream")
         for name, value in message.get("headers", ())
@@ -477,9 +515,8 @@ class WebchannelHTTPFactory(HTTPFactory):  # type: ignore[misc]
 
     draining = False
 
-    def __init__(self, server: Any, limits: ServerConfig | None = None) -> None:
+    def __init__(self, server: Any, limits: ServerConfig) -> None:
         super().__init__(server)
-        limits = limits or settings.WEBCHANNEL.server
         self.max_open = limits.max_http_connections
         self.head_timeout = limits.request_head_timeout
         self.timeOut = IDLE_TIMEOUT_SECONDS  # each connection's idle timeout (Twisted's TimeoutMixin)

@@ -1,6 +1,6 @@
 """channels-redis's pub/sub layer with webchannel's bounded backlogs.
 
-Relies on these channels_redis internals (verified at startup by :mod:`.compat` when
+Relies on these channels_redis internals (verified by :mod:`channels_api.fence` when
 ``redis.url`` is set; ``INTERNALS`` below):
 
 - ``channels_redis.pubsub.RedisPubSubChannelLayer`` (subclassed): ``_layers``, ``_args`` and
@@ -31,7 +31,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from channels_redis import pubsub, utils
@@ -39,14 +39,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from ..backlog import Backlog
 from ..exceptions import LayerUnavailable
-from ..layers import (
-    DEFAULT_MAX_BACKLOG_BYTES,
-    RelaySource,
-    message_size,
-    pending_messages,
-    receive_from,
-    wait_for_subscribers,
-)
+from ..layers.relay import DEFAULT_MAX_BACKLOG_BYTES, message_size, receive_from, wait_for_subscribers
 from ..redis_hosts import describe_host
 from ..redis_pool import bounded_client
 
@@ -112,11 +105,38 @@ class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):  # type: ignore[m
         super().__init__(*args, **kwargs)
         self._max_backlog_bytes = max_backlog_bytes
 
-    def relay_source(self) -> RelaySource:
-        """This event loop's ``receive`` and ``receive_pending``, looked up once for a consumer's
-        lifetime rather than on every message."""
-        layer = self._get_layer()
-        return layer.receive, layer.receive_pending
+    # What webchannel needs of a layer (channels_api.layers.WebchannelLayer), spelled out: the
+    # proxy channels-redis builds with __getattr__ needs a running loop to be asked.
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        return await self._get_layer().new_channel(prefix)  # type: ignore[no-any-return]
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await self._get_layer().group_add(group, channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await self._get_layer().group_discard(group, channel)
+
+    async def group_send(self, group: str, message: Mapping[str, Any]) -> None:
+        await self._get_layer().group_send(group, message)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        return await self._get_layer().receive(channel)
+
+    def backlog(self, channel: str) -> Backlog:
+        return self._get_layer().backlog(channel)
+
+    def forget_channel(self, channel: str) -> None:
+        self._get_layer().forget_channel(channel)
+
+    async def backpressure(self, group: str, stop: asyncio.Future[None] | None = None) -> None:
+        await self._get_layer().backpressure(group, stop)
+
+    def restoring(self) -> list[str]:
+        return self._get_layer().restoring()
+
+    def probe_groups(self, stem: str) -> list[str]:
+        return self._get_layer().probe_groups(stem)
 
     def _get_layer(self) -> _RedisLoopLayer:
         loop = asyncio.get_running_loop()
@@ -145,8 +165,12 @@ class _RedisLoopLayer(pubsub.RedisPubSubLoopLayer):  # type: ignore[misc]
             await self._subscribe_to_channel(channel)
         return await receive_from(self.channels[channel], lambda: self.forget_channel(channel))
 
-    def receive_pending(self, channel: str) -> list[dict[str, Any]]:
-        return pending_messages(self.channels.get(channel))
+    def backlog(self, channel: str) -> Backlog:
+        """The queue of a channel made by ``new_channel``, which its subscription reads."""
+        backlog = self.channels.get(channel)
+        if backlog is None:
+            backlog = self.channels[channel] = Backlog(self._max_backlog_bytes, message_size)
+        return backlog  # type: ignore[no-any-return]
 
     async def backpressure(self, group: str, stop: asyncio.Future[None] | None = None) -> None:
         """Wait while a local subscriber of ``group`` lags, until ``stop`` (see :func:`wait_for_subscribers`)."""

@@ -5,7 +5,7 @@ for a slow reader, writes each message framed once for all subscribers (straight
 socket when nothing is queued), lets a close frame follow what is still buffered, counts
 what it writes and what it drops, spreads keepalive pings, and keeps little per connection.
 
-Relies on these internals (verified at startup by :mod:`.compat`; ``INTERNALS`` below):
+Relies on these internals (verified by :mod:`channels_api.fence`; ``INTERNALS`` below):
 
 - Daphne ``daphne.ws_protocol.WebSocketProtocol`` (subclassed): ``handle_reply``,
   ``serverClose``, ``onConnect``, ``serverReject`` and ``onClose`` (overridden; the last three
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import random
-import struct
 from http import HTTPStatus
 from typing import Any
 
@@ -44,10 +43,11 @@ from autobahn.websocket.protocol import TrafficStats
 from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.utf8validator import Utf8Validator
 from daphne.ws_protocol import WebSocketProtocol
-from django.conf import settings
 
 from .. import metrics
-from ..events import REFUSAL, SEND_FRAMES, CloseCode, RefusalReason, close_reason
+from ..asgi_types import Message
+from ..events import REFUSAL, SEND_FRAMES, CloseCode, close_reason, refusal_detail
+from ..framing import BINARY, TEXT, frame_head
 from ..logs import AccessNote, access_note, forwarded_client, trusted_networks
 from ..problems import problem_message
 from .direct_write import write_now, write_parts_now
@@ -102,20 +102,6 @@ _HANDSHAKE_LEFTOVERS = (
     "websocket_protocols",
 )
 _deliveries = metrics.deliveries
-REFUSAL_DETAILS: dict[str, str] = {
-    RefusalReason.INVALID_TOKEN: "the token is missing, malformed, wrongly signed or not yet valid",
-    RefusalReason.EXPIRED_TOKEN: "the token has expired; fetch a fresh one",
-    RefusalReason.WRONG_CHANNEL: "the token is for another channel",
-    RefusalReason.INVALID_CHANNEL_ID: (
-        "the channel id in the URL breaks the rules (1-128 characters, no /, whitespace or control "
-        "characters, percent-encoded UTF-8)"
-    ),
-    RefusalReason.INVALID_FRAMES: "the frames parameter must be binary or text",
-    RefusalReason.MAX_CONNECTIONS: "this server holds as many subscribers as it may; retry later or elsewhere",
-    RefusalReason.LAYER_UNAVAILABLE: "the channel layer is unavailable; retry",
-}
-"""What each refusal means for the client, after the reason the access log and the
-``webchannel_websocket_refused_total{reason}`` label name."""
 ASCII_HEADERS = ("sec-websocket-protocol",)
 """Handshake headers Daphne decodes as ASCII (its own ``UnicodeDecodeError`` would be a 500)."""
 
@@ -209,7 +195,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
             if value is not None and not value.isascii():
                 raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, f"the {name} header must be ASCII")
         answer = super().onConnect(request)
-        networks = trusted_networks(settings.WEBCHANNEL.server.trusted_proxies)
+        networks = trusted_networks(self.server.server_config.trusted_proxies)
         if networks and self.client_addr:
             forwarded = [value.decode("latin-1") for name, value in self.clean_headers if name == b"x-forwarded-for"]
             self.access_client = forwarded_client(str(self.client_addr[0]), forwarded, networks)
@@ -248,7 +234,7 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
     def stopProducing(self) -> None:
         self.paused = False
 
-    async def send_from_application(self, message: dict[str, Any]) -> None:
+    async def send_from_application(self, message: Message) -> None:
         """The application's ASGI ``send`` for this socket.
 
         A message goes straight to :meth:`send_frame`, without Daphne's per-message
@@ -258,11 +244,11 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         if kind == "websocket.send":
             self.send_frame(message)
         elif kind == SEND_FRAMES:
-            self.send_frames(message["payloads"])
+            self.send_frames(message["payloads"], message.get("text", False))
         else:
             await self.server.handle_reply(self, message)
 
-    def handle_reply(self, message: dict[str, Any]) -> None:
+    def handle_reply(self, message: Message) -> None:
         if message.get("type") == "websocket.send":
             self.send_frame(message)
         else:
@@ -325,43 +311,34 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         with access_note(note):
             call(*args)
 
-    def send_frame(self, message: dict[str, Any]) -> None:
-        """Write one ``websocket.send`` as one frame, counted as sent once it is written.
+    def send_frame(self, message: Message) -> None:
+        """Write one ``websocket.send`` as one frame (also when empty, unlike Daphne)."""
+        payload = message.get("bytes")
+        if payload is None:  # a text message: under webchannel's consumer, only from another kind of sender
+            self.send_frames([(message.get("text") or "").encode("utf-8")], text=True)
+        else:
+            self.send_frames([payload])
 
-        A frame for a socket that is closing or closed is dropped; after a 4008 close it
-        counts as a send error (the subscriber did not get it).
+    def send_frames(self, payloads: list[bytes], text: bool = False) -> None:
+        """Payloads as frames, in order, written with one system call: binary frames, or with
+        ``text`` a text frame for each payload that is valid UTF-8 (the same bytes on the wire).
+
+        Each counts as sent once written. A frame for a socket that is closing or closed is
+        dropped (after a 4008 close it counts as a send error: the subscriber did not get it);
+        one that would take what a stalled reader left unsent past ``server.max_backlog_bytes``
+        closes the socket with 4008, and it and those after it are send errors.
         """
         if self.state != self.STATE_OPEN:
             if self.too_slow:
-                metrics.message_send_errors.inc()
+                metrics.message_send_errors.inc(len(payloads))
             return
-        payload = message.get("bytes")
-        binary = payload is not None
-        if payload is None:
-            payload = _encoded(message.get("text") or "")
-        size = len(payload)
-        if self.paused and self.unsent_while_paused + size > self.server.max_backlog_bytes:
-            self._close_too_slow()
-            return
+        encodings = self.server.encodings
         if self._perMessageCompress is not None or self.send_queue:
-            self.sendMessage(payload, isBinary=binary)  # autobahn's general path
-        else:
-            self._write(_frame(payload, binary))  # also when empty, unlike Daphne
-        if self.paused:  # counts the frame that paused the transport too
-            self.unsent_while_paused += size
-        _deliveries.sent += 1
-        _deliveries.sent_bytes += size
-
-    def send_frames(self, payloads: list[bytes]) -> None:
-        """Several payloads as binary frames, in order, written with one system call.
-
-        Each counts as :meth:`send_frame` counts it: one that would take what a stalled reader
-        left unsent past the bound closes the socket with 4008, and it and those after it are
-        send errors.
-        """
-        if self.state != self.STATE_OPEN or self._perMessageCompress is not None or self.send_queue:
-            for payload in payloads:
-                self.send_frame({"type": "websocket.send", "bytes": payload})
+            for payload in payloads:  # autobahn's general path
+                binary = not text or encodings.text(payload) is None
+                self.sendMessage(payload, isBinary=binary)
+                _deliveries.sent += 1
+                _deliveries.sent_bytes += len(payload)
             return
         was_paused, limit = self.paused, self.server.max_backlog_bytes
         parts: list[bytes] = []
@@ -372,16 +349,23 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
                 if self.unsent_while_paused + size > limit:
                     break
                 self.unsent_while_paused += size
-            parts.append(_head(size))
-            parts.append(payload)
+            if len(payloads) == 1:  # the whole frame, framed once for every subscriber of the message
+                parts.append((text and encodings.text_frame(payload)) or encodings.binary_frame(payload))
+            else:
+                parts.append(frame_head(size, TEXT if text and encodings.text(payload) is not None else BINARY))
+                parts.append(payload)
             written += size
+        sent = len(parts) if len(payloads) == 1 else len(parts) // 2
         if parts:
-            write_parts_now(self.transport, parts)
+            if len(parts) == 1:
+                write_now(self.transport, parts[0])
+            else:
+                write_parts_now(self.transport, parts)
             if self.paused and not was_paused:  # these frames paused the transport: they count
                 self.unsent_while_paused += written
-            _deliveries.sent += len(parts) // 2
+            _deliveries.sent += sent
             _deliveries.sent_bytes += written
-        refused = len(payloads) - len(parts) // 2
+        refused = len(payloads) - sent
         if refused:
             self._close_too_slow()
             if refused > 1:
@@ -427,53 +411,3 @@ class WebchannelWebSocketProtocol(WebSocketProtocol):  # type: ignore[misc]
         """
         self.closeHandshakeTimeout = self.server.ping_timeout
         self.sendCloseFrame(code=code, reasonUtf8=code.reason.encode())
-
-
-def refusal_detail(reason: str | None) -> str:
-    """The ``detail`` of a refused subscribe's 403: ``"<reason>: <what it means>"``."""
-    if reason is None:  # closed before accept without a reason, or not accepted in time
-        return "the subscribe was refused"
-    return f"{reason}: {REFUSAL_DETAILS.get(reason, 'the subscribe was refused')}"
-
-
-_last_binary: tuple[bytes, bytes] = (b"", b"\x82\x00")
-_last_text: tuple[bytes, bytes] = (b"", b"\x81\x00")
-_last_encoded: tuple[str, bytes] = ("", b"")
-
-
-def _encoded(text: str) -> bytes:
-    """``text`` as UTF-8, encoded once per message: text-frame subscribers get the same str in turn."""
-    global _last_encoded
-    last_text, payload = _last_encoded
-    if text is not last_text:
-        payload = text.encode("utf-8")
-        _last_encoded = (text, payload)
-    return payload
-
-
-def _head(size: int, first: int = 0x82) -> bytes:
-    """The header of an unmasked, final frame of ``size`` bytes (``first``: 0x82 binary, 0x81 text)."""
-    if size < 126:
-        return bytes((first, size))
-    if size < 65536:
-        return struct.pack("!BBH", first, 126, size)
-    return struct.pack("!BBQ", first, 127, size)
-
-
-def _frame(payload: bytes, binary: bool) -> bytes:
-    """The unmasked, final WebSocket frame for ``payload``.
-
-    Every subscriber of a channel gets the same payload object in turn, so the last frame
-    of each kind is kept: a fan-out frames (and copies) each message once per kind (binary,
-    and text for ``?frames=text`` subscribers), not once per subscriber.
-    """
-    global _last_binary, _last_text
-    last_payload, frame = _last_binary if binary else _last_text
-    if payload is last_payload:
-        return frame
-    frame = _head(len(payload), 0x82 if binary else 0x81) + payload
-    if binary:
-        _last_binary = (payload, frame)
-    else:
-        _last_text = (payload, frame)
-    return frame

@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from channels.layers import channel_layers, get_channel_layer
+from django.apps import apps
+from django.conf import settings
 from django.test import override_settings
+
+from channels_api.runtime import Runtime
 
 from .helpers import closed_port_redis_url, redis_layers
 
@@ -18,6 +22,18 @@ def fresh_channel_layers() -> Iterator[None]:
     channel_layers.backends = {}
     yield
     channel_layers.backends = {}
+
+
+@pytest.fixture(autouse=True)
+def runtime() -> Iterator[Runtime]:
+    """Every test starts with a new runtime (counts, readiness, rates) made from the settings."""
+    app = apps.get_app_config("channels_api")
+    previous = app.runtime  # type: ignore[attr-defined]
+    app.runtime = Runtime.from_config(settings.WEBCHANNEL)  # type: ignore[attr-defined]
+    try:
+        yield app.runtime  # type: ignore[attr-defined]
+    finally:
+        app.runtime = previous  # type: ignore[attr-defined]
 
 
 @pytest.fixture

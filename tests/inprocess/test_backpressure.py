@@ -20,9 +20,11 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 
-from channels_api import layers
-from channels_api.events import COMMIT, relay_message
-from channels_api.layers import DRAINED_MESSAGES, PRESSURE_MESSAGES, InMemoryChannelLayer
+from channels_api.events import relay_message
+from channels_api.layers import InMemoryChannelLayer
+from channels_api.layers import relay as layers
+from channels_api.layers.relay import DRAINED_MESSAGES, PRESSURE_MESSAGES
+from channels_api.logs import REQUEST
 from channels_api.names import group_name
 from tests.common import bearer, make_token
 from tests.harness import timeout
@@ -54,7 +56,7 @@ async def _subscriber(layer: InMemoryChannelLayer) -> str:
 async def _publish(layer: InMemoryChannelLayer, count: int) -> None:
     for n in range(count):
         # annotated dict[str, Any], to which the TypedDict event is not assignable
-        await layer.group_send(GROUP, relay_message(b"%d" % n))  # type: ignore[arg-type]
+        await layer.group_send(GROUP, relay_message(b"%d" % n))
 
 
 async def _receive_until(layer: InMemoryChannelLayer, channel: str, pending: int) -> None:
@@ -152,12 +154,13 @@ async def test_a_publish_is_answered_only_once_a_lagging_subscriber_caught_up(as
 
 
 class Commitment:
-    """The server's ``COMMIT`` extension, as a test drives it: draining or not, answered or not."""
+    """The server's ``webchannel.request`` extension, as a test drives it: draining or not, answered or not."""
 
     def __init__(self, *, answered: bool = False) -> None:
         self.draining: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.answered = answered
         self.committed = False
+        self.key_name: str | None = None
 
     def commit(self) -> bool:
         if self.answered:
@@ -177,7 +180,7 @@ async def _request(method: str, channel_id: str, body: bytes, commitment: Commit
         "raw_path": path.encode(),
         "query_string": b"",
         "headers": asgi_headers(bearer(make_token(channel_id)), body),
-        "extensions": {COMMIT: commitment},
+        "extensions": {REQUEST: commitment},
     }
     communicator = ApplicationCommunicator(application, scope)
     await communicator.send_input({"type": "http.request", "body": body})

@@ -11,8 +11,8 @@ from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator
 from django.test import override_settings
 
-from channels_api import presence as presence_module
 from channels_api.presence import Presence
+from channels_api.runtime import Runtime
 from channels_api.server.redis_layer import WATCH_GROUP
 from tests.common import make_token
 from tests.harness import RedisServer, timeout
@@ -62,12 +62,9 @@ async def churn(stem: str) -> None:
 
 
 @pytest.fixture
-def counts(monkeypatch: pytest.MonkeyPatch) -> Presence:
+def counts(runtime: Runtime) -> Presence:
     """This process's subscriber counts, fresh for the test (without Redis unless the test says)."""
-    fresh = Presence(redis=None)
-    for name in ("joined", "left", "count", "count_now", "start", "wait_for_listener"):
-        monkeypatch.setattr(presence_module, name, getattr(fresh, name))
-    return fresh
+    return runtime.presence
 
 
 def assert_counts_kept_nothing(counts: Presence) -> None:
@@ -87,8 +84,8 @@ async def test_in_process_layer_keeps_nothing_of_channels_that_emptied(counts: P
 
 
 @pytest.mark.slow
-async def test_redis_layer_keeps_nothing_of_channels_that_emptied(counts: Presence, redis_server: RedisServer) -> None:
-    counts.redis = ({"address": redis_server.url}, "churn-test")
+async def test_redis_layer_keeps_nothing_of_channels_that_emptied(runtime: Runtime, redis_server: RedisServer) -> None:
+    counts = runtime.presence = Presence(({"address": redis_server.url}, "churn-test"))
     with override_settings(CHANNEL_LAYERS=redis_layers(redis_server.url)):
         layer = get_channel_layer()
         try:

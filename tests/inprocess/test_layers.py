@@ -9,7 +9,9 @@ import time
 import pytest
 
 from channels_api.events import relay_message
-from channels_api.layers import InMemoryChannelLayer, LayerUnavailable, round_trip
+from channels_api.exceptions import LayerUnavailable
+from channels_api.layers import InMemoryChannelLayer
+from channels_api.readiness import round_trip
 from channels_api.server.redis_layer import RedisPubSubChannelLayer
 from tests.harness import timeout
 from tests.waiting import eventually
@@ -47,7 +49,7 @@ async def test_in_memory_group_send_delivers_to_every_member_in_order():
         await layer.group_add("g", channel)
     messages = [relay_message(f"m{i}".encode()) for i in range(100)]
     for message in messages:
-        await layer.group_send("g", message)  # type: ignore[arg-type]
+        await layer.group_send("g", message)
     for channel in channels:
         assert [await receive(layer, channel) for _ in messages] == messages
 
@@ -58,7 +60,7 @@ async def test_in_memory_group_send_skips_channels_that_left_the_group():
     await layer.group_add("g", stays)
     await layer.group_add("g", leaves)
     await layer.group_discard("g", leaves)
-    await layer.group_send("g", relay_message(b"x"))  # type: ignore[arg-type]
+    await layer.group_send("g", relay_message(b"x"))
     assert await receive(layer, stays) == relay_message(b"x")
     assert await receives_nothing(layer, leaves)
 
@@ -69,7 +71,7 @@ async def test_in_memory_group_membership_never_expires(monkeypatch):
     await layer.group_add("g", channel)
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + 2 * 24 * 3600)
-    await layer.group_send("g", relay_message(b"two days later"))  # type: ignore[arg-type]
+    await layer.group_send("g", relay_message(b"two days later"))
     assert await receive(layer, channel) == relay_message(b"two days later")
     assert channel in layer._groups["g"]
 
@@ -90,7 +92,7 @@ async def test_in_memory_cancelled_receive_forgets_the_channel_and_its_groups():
     assert channel not in layer._memberships
     assert "g1" not in layer._groups
     assert list(layer._groups["g2"]) == [other]
-    await layer.group_send("g1", relay_message(b"nobody"))  # type: ignore[arg-type]
+    await layer.group_send("g1", relay_message(b"nobody"))
     assert channel not in layer._backlogs
 
 
@@ -99,11 +101,11 @@ async def test_in_memory_overflow_returns_relay_overflow_with_dropped_count():
     channel = await layer.new_channel()
     await layer.group_add("g", channel)
     for i in range(10):
-        await layer.group_send("g", relay_message(bytes([i]) * 200))  # type: ignore[arg-type]
+        await layer.group_send("g", relay_message(bytes([i]) * 200))
     event = await receive(layer, channel)
     assert event == {"type": "relay.overflow", "dropped": 10}
     # After the overflow nothing is delivered any more: the subscriber is never silently skipped ahead.
-    await layer.group_send("g", relay_message(b"later"))  # type: ignore[arg-type]
+    await layer.group_send("g", relay_message(b"later"))
     assert await receives_nothing(layer, channel)
 
 
@@ -112,8 +114,8 @@ async def test_in_memory_backlog_within_bound_delivers_everything():
     channel = await layer.new_channel()
     await layer.group_add("g", channel)
     for round_ in range(20):  # far more than fits at once, read as it goes
-        await layer.group_send("g", relay_message(bytes([round_]) * 200))  # type: ignore[arg-type]
-        await layer.group_send("g", relay_message(bytes([round_]) * 100))  # type: ignore[arg-type]
+        await layer.group_send("g", relay_message(bytes([round_]) * 200))
+        await layer.group_send("g", relay_message(bytes([round_]) * 100))
         assert await receive(layer, channel) == relay_message(bytes([round_]) * 200)
         assert await receive(layer, channel) == relay_message(bytes([round_]) * 100)
 
@@ -122,7 +124,7 @@ async def test_in_memory_a_single_message_larger_than_the_bound_is_delivered():
     layer = InMemoryChannelLayer(max_backlog_bytes=100)
     channel = await layer.new_channel()
     await layer.group_add("g", channel)
-    await layer.group_send("g", relay_message(b"x" * 1000))  # type: ignore[arg-type]
+    await layer.group_send("g", relay_message(b"x" * 1000))
     assert await receive(layer, channel) == relay_message(b"x" * 1000)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from channels_api.exceptions import LayerUnavailable
-from channels_api.layers import READY_MAX_AGE_SECONDS, READY_TIMEOUT_SECONDS, InMemoryChannelLayer, Readiness
+from channels_api.layers import InMemoryChannelLayer
+from channels_api.readiness import READY_MAX_AGE_SECONDS, READY_TIMEOUT_SECONDS, Readiness
 from tests.harness import timeout
 
 from .helpers import asgi_request
@@ -24,7 +26,7 @@ class CountingLayer(InMemoryChannelLayer):
         super().__init__(**kwargs)
         self.probes = 0
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def group_send(self, group: str, message: Mapping[str, Any]) -> None:
         if message.get("type") == "readyz.probe":
             self.probes += 1
         await super().group_send(group, message)
@@ -33,7 +35,7 @@ class CountingLayer(InMemoryChannelLayer):
 class BrokenLayer(CountingLayer):
     """A layer whose sends fail, as Redis refusing connections would."""
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def group_send(self, group: str, message: Mapping[str, Any]) -> None:
         await super().group_send(group, message)
         raise ConnectionError("refused")
 
@@ -41,7 +43,7 @@ class BrokenLayer(CountingLayer):
 class WedgedLayer(CountingLayer):
     """A layer whose sends never complete, as a paused Redis."""
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def group_send(self, group: str, message: Mapping[str, Any]) -> None:
         await super().group_send(group, message)
         await asyncio.Event().wait()
 

@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from channels_api.events import relay_message
-from channels_api.layers import LayerUnavailable, Readiness, round_trip
+from channels_api.exceptions import LayerUnavailable
+from channels_api.readiness import Readiness, round_trip
 from channels_api.server.redis_layer import RedisPubSubChannelLayer
 from tests.harness import RedisServer, timeout
 from tests.waiting import eventually

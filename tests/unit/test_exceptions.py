@@ -7,7 +7,7 @@ from http import HTTPStatus
 
 import pytest
 
-from channels_api import auth, config, layers, names, problems
+from channels_api import auth, config, names, problems, readiness
 from channels_api import exceptions as exc
 from channels_api.events import CloseCode, RefusalReason
 
@@ -91,7 +91,7 @@ def test_problem_carries_its_status_detail_and_headers():
         (auth, "WrongChannel"),
         (auth, "TokenError"),
         (names, "InvalidChannelId"),
-        (layers, "LayerUnavailable"),
+        (readiness, "LayerUnavailable"),
         (problems, "Problem"),
         (config, "ConfigError"),
     ],

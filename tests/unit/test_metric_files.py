@@ -15,7 +15,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from channels_api.server.metric_files import LOCK, PREFIX, MetricsDirectory, scraping, sweep
+from channels_api.metric_files import LOCK, PREFIX, MetricsDirectory, scraping, sweep
 from tests.harness import timeout
 
 WORKER = textwrap.dedent(
@@ -109,7 +109,7 @@ def test_a_sweep_removes_only_directories_nobody_holds(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import os, sys; from channels_api.server.metric_files import MetricsDirectory;"
+            "import os, sys; from channels_api.metric_files import MetricsDirectory;"
             "d = MetricsDirectory.create(sys.argv[1]); print(d.path); sys.stdout.flush(); os._exit(0)",
             str(tmp_path),
         ],

@@ -56,7 +56,9 @@ def target(redis_server: RedisServer) -> RedisTarget:
 
 @pytest.fixture
 async def pair(target: RedisTarget) -> AsyncIterator[tuple[Presence, Presence]]:
-    a, b = Presence("a", redis=target), Presence("b", redis=target)
+    a, b = Presence(target, "a"), Presence(target, "b")
+    a.start()  # the refresh a serving process runs (Runtime.serve)
+    b.start()
     try:
         yield a, b
     finally:
@@ -78,7 +80,6 @@ async def test_counts_of_two_processes_add_up_in_each(pair: tuple[Presence, Pres
 
 async def test_a_first_listener_elsewhere_ends_a_wait_quickly(pair: tuple[Presence, Presence]) -> None:
     a, b = pair
-    a.count(GROUP)  # a's refresh runs
     asyncio.get_running_loop().call_later(0.3, b.joined, GROUP)
     started = time.monotonic()
     assert await a.wait_for_listener(GROUP, timeout(10)) == 1
@@ -87,7 +88,6 @@ async def test_a_first_listener_elsewhere_ends_a_wait_quickly(pair: tuple[Presen
 
 async def test_publishers_waiting_on_many_channels_share_one_poll(pair: tuple[Presence, Presence]) -> None:
     a, b = pair
-    a.count(GROUP)
     polls = 0
     others_now = a._others_now
 
@@ -128,7 +128,7 @@ async def test_a_stopped_process_is_dropped_within_the_bound(pair: tuple[Presenc
 
 
 async def test_only_processes_with_subscribers_keep_keys(target: RedisTarget, redis_server: RedisServer) -> None:
-    a = Presence("a", redis=target)
+    a = Presence(target, "a")
     admin = redis.Redis.from_url(redis_server.url)
     try:
         a.joined(GROUP)
@@ -143,12 +143,12 @@ async def test_only_processes_with_subscribers_keep_keys(target: RedisTarget, re
 
 
 async def test_a_lost_hash_is_written_again(target: RedisTarget, redis_server: RedisServer) -> None:
-    a, b = Presence("a", redis=target), Presence("b", redis=target)
+    a, b = Presence(target, "a"), Presence(target, "b")
     admin = redis.Redis.from_url(redis_server.url)
     try:
         for _ in range(3):
             a.joined(GROUP)
-        b.count(GROUP)
+        b.start()
         await eventually(lambda: b.count(GROUP) == 3, 3, "b to count a's subscribers")
         admin.flushall()  # as after a Redis restart
         await eventually(lambda: admin.hgetall("test__presence__a") == {GROUP.encode(): b"3"}, 3, "a's hash again")
@@ -165,13 +165,13 @@ async def test_a_lost_hash_is_written_again(target: RedisTarget, redis_server: R
 
 def test_one_processes_hash_per_channel_field(target: RedisTarget) -> None:
     """Many channels cost one field each, written in one command per refresh."""
-    counts = Presence("a", redis=target)
+    counts = Presence(target, "a")
     for n in range(2000):
         counts.joined(f"wc.c{n}")
 
     async def run() -> None:
         try:
-            counts.count("wc.c0")
+            counts.start()
             await counts.refresh()
         finally:
             await counts.stop()
@@ -198,7 +198,7 @@ async def test_asking_from_another_event_loop_leaves_the_refresh_task_alone(pair
 async def test_stop_ends_the_refresh_loop_even_when_a_command_swallows_the_cancellation(target: RedisTarget) -> None:
     """Python 3.11's ``asyncio.wait_for`` (under every redis-py command) can swallow a cancellation
     that arrives as the command completes; the loop must still end when stopped."""
-    counts = Presence("a", redis=target)
+    counts = Presence(target, "a")
     swallowed = asyncio.Event()
     refresh = counts.refresh
 
@@ -274,7 +274,7 @@ async def test_without_redis_on_a_running_loop_channels_that_emptied_leave_nothi
 
 
 async def test_with_redis_changes_are_forgotten_once_written(target: RedisTarget, redis_server: RedisServer) -> None:
-    counts = Presence("a", redis=target)
+    counts = Presence(target, "a")
     admin = redis.Redis.from_url(redis_server.url)
     try:
         counts.joined(GROUP)  # a channel that stays: the refresh task keeps running
@@ -292,7 +292,7 @@ async def test_with_redis_changes_are_forgotten_once_written(target: RedisTarget
 async def test_changes_while_redis_is_down_are_not_kept_and_every_count_is_written_again(
     target: RedisTarget, redis_server: RedisServer
 ) -> None:
-    counts = Presence("a", redis=target)
+    counts = Presence(target, "a")
     try:
         counts.joined(GROUP)
         await eventually(lambda: counts._synced_at > 0, 3, "a first write")

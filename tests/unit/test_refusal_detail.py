@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from channels_api.events import RefusalReason
-from channels_api.server.ws_protocol import REFUSAL_DETAILS, refusal_detail
+from channels_api.events import REFUSAL_MEANINGS, RefusalReason, refusal_detail
 
 
 @pytest.mark.parametrize("reason", list(RefusalReason))
 def test_every_refusal_reason_is_explained_after_its_name(reason: RefusalReason) -> None:
-    assert reason in REFUSAL_DETAILS
+    assert reason in REFUSAL_MEANINGS
     detail = refusal_detail(reason.value)
     assert detail.startswith(f"{reason.value}: ")
     assert len(detail) > len(reason.value) + 10

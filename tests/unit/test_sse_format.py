@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from channels_api.sse import KEEPALIVE, OPENING, cached_event, event_bytes, events_route
+from channels_api.framing import Encodings, event_bytes
+from channels_api.routes import route_of
+from channels_api.sse import KEEPALIVE, OPENING, _is_events_path
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -110,26 +112,18 @@ def test_opening_and_keepalive_are_comments_that_dispatch_nothing():
 
 
 def test_events_are_formatted_once_per_message():
+    encodings = Encodings()
     data = b"shared payload"
-    assert cached_event(data) is cached_event(data)
-    assert cached_event(b"\xff") == event_bytes(b"\xff")
+    assert encodings.event(data) is encodings.event(data)
+    assert encodings.event(b"\xff") == event_bytes(b"\xff")
+    assert encodings.event(b"x", "e-1") == b"id: e-1\ndata: x\n\n"
 
 
-def scope(path: str, raw: bytes | None = None, method: str = "GET") -> dict[str, object]:
-    result: dict[str, object] = {"type": "http", "method": method, "path": path}
-    if raw is not None:
-        result["raw_path"] = raw
-    return result
-
-
-def test_only_a_get_of_a_channels_events_path_is_an_event_stream():
-    assert events_route(scope("/webchannel/v1/channels/abc/events")) == "abc"
-    assert events_route(scope("/webchannel/v1/channels/t\u00e9/events", b"/webchannel/v1/channels/t%C3%A9/events")) == (
-        "t\u00e9"
-    )
-    assert events_route(scope("/webchannel/v1/channels/abc/events", method="POST")) is None
-    assert events_route(scope("/webchannel/v1/channels/abc")) is None
-    assert events_route(scope("/webchannel/v1/channels/a/b/events")) is None
-    assert events_route(scope("/webchannel/v1/channels//events")) is None
-    # An encoded slash is part of the id (an invalid one), not a path separator.
-    assert events_route(scope("/webchannel/v1/channels/x/events", b"/webchannel/v1/channels/x%2Fevents")) is None
+def test_a_channels_events_path_is_routed_to_the_stream_and_an_encoded_slash_is_not():
+    assert route_of("/webchannel/v1/channels/abc/events").name == "channel_events"  # type: ignore[union-attr]
+    assert route_of("/webchannel/v1/channels/abc").name == "publish"  # type: ignore[union-attr]
+    assert route_of("/webchannel/v1/channels/abc/other").name == "publish"  # type: ignore[union-attr]
+    assert _is_events_path(b"/webchannel/v1/channels/t%C3%A9/events")
+    assert _is_events_path(b"/webchannel/v1/channels/abc/events?access_token=x")
+    # An encoded slash is part of the id (an invalid one, answered by the channel's route), not a separator.
+    assert not _is_events_path(b"/webchannel/v1/channels/x%2Fevents")

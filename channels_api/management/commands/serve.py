@@ -15,13 +15,13 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from channels_api import metrics
 from channels_api.apps import announce_generated_secrets
+from channels_api.checks import exit_if_unfit
 from channels_api.config import Config, RedisConfig, parse_listen_address
 from channels_api.logs import log_action
 from channels_api.management.cli import add_config_file_argument, exit_with_config_error
+from channels_api.metric_files import MetricsDirectory
 from channels_api.redis_hosts import describe_host, layer_hosts
-from channels_api.server.compat import exit_if_incompatible
-from channels_api.server.metric_files import MetricsDirectory
-from channels_api.server.workers import (
+from channels_api.supervisor import (
     BACKLOG,
     WORKER_TIMEOUT,
     Supervisor,
@@ -50,6 +50,9 @@ def _raise_open_files_limit(max_connections: int) -> None:
 
 
 class Command(BaseCommand):
+    # The checks a server cannot start without stop it with one line (exit_if_unfit), before the
+    # others run (their warnings are printed, as by any command).
+    requires_system_checks: list[str] = []
     help = "Run webchannel (HTTP and WebSocket) under Daphne on server.listen_address."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -78,8 +81,9 @@ class Command(BaseCommand):
             logger.error("the supervisor is gone: exiting")
             return
         config = settings.WEBCHANNEL
-        # Before the server's modules are imported: they subclass what the check verifies.
-        exit_if_incompatible(include_redis=config.redis.enabled)
+        # Before the server's modules are imported: they subclass what the checks verify.
+        exit_if_unfit()
+        self.check()
         _raise_open_files_limit(config.server.max_connections)
         host, port = parse_listen_address(config.server.listen_address)
         workers = options["workers"]
@@ -130,6 +134,7 @@ class Command(BaseCommand):
             endpoints=endpoints,
             action_logger=log_action if config.server.access_log else None,
             server_name="webchannel",
+            config=config,
             supervised=options["heartbeat_fd"] is not None,
         )
         if options["heartbeat_fd"] is not None:

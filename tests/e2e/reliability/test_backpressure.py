@@ -22,7 +22,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from channels_api.layers import PRESSURE_WAIT_SECONDS
+from channels_api.layers.relay import PRESSURE_WAIT_SECONDS
 from tests.e2e.helpers import create_channel, http_client, publish, subscribe
 from tests.harness import base_config, serving, timeout
 

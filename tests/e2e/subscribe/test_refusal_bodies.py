@@ -7,6 +7,7 @@ a real WebSocket client (``websockets``, which reads the body of a refused hands
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,7 +33,8 @@ async def refusal(url: str, headers: dict[str, str] | None = None) -> dict[str, 
             pass
     except websockets.InvalidStatus as exc:
         response = exc.response
-        return assert_problem_parts(response.status_code, response.headers.get("Content-Type"), response.body, 403)
+        body = bytes(response.body or b"")
+        return assert_problem_parts(response.status_code, response.headers.get("Content-Type"), body, 403)
     raise AssertionError(f"the handshake to {url} was accepted")
 
 
@@ -48,15 +50,15 @@ def logged_reason(server: ServerProcess, channel_id: str) -> str:
 
 async def test_each_refused_handshake_names_its_reason_in_a_problem_body(tmp_path: Path) -> None:
     with serving(tmp_path, base_config(server={"max_connections": 1})) as server:
-        cases = {
+        cases: dict[str, tuple[str, str | Callable[[str], str], str]] = {
             "invalid_token": (unique("bad"), "not-a-token", ""),
             "expired_token": (unique("old"), expired_token, ""),
             "wrong_channel": (unique("other"), lambda cid: make_token("some-other-channel"), ""),
             "invalid_channel_id": ("x" * 129, make_token, ""),  # past the 128-character limit
             "invalid_frames": (unique("frames"), make_token, "&frames=xml"),
         }
-        for reason, (channel_id, token, extra) in cases.items():
-            token = token(channel_id) if callable(token) else token
+        for reason, (channel_id, minted, extra) in cases.items():
+            token = minted(channel_id) if callable(minted) else minted
             url = f"{server.ws_url}{CHANNELS}/{channel_id}?access_token={quote(token, safe='')}{extra}"
             document = await refusal(url)
             assert document["title"] == "Forbidden", document

@@ -34,7 +34,7 @@ Supervision:
 
 Relies on no private attribute or method of another package (``INTERNALS`` is empty): the
 workers adopt their socket through Twisted's public ``fd:`` endpoint, and each one runs
-the startup check of :mod:`.compat` itself, as ``manage.py serve``.
+the startup check of :mod:`channels_api.fence` itself, as ``manage.py serve``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ directory named by ``PROMETHEUS_MULTIPROC_DIR`` (``counter_<pid>.db``, ``histogr
   worker's values exactly once, from its files or from the archive, so counters never go
   backwards. Its live gauges (its open sockets) are simply dropped.
 
-Relies on these internals of prometheus_client (verified at startup by :mod:`.compat`;
+Relies on these internals of prometheus_client (verified by :mod:`channels_api.fence`;
 ``INTERNALS`` below): the file names above, ``MultiProcessCollector.merge`` (with
 ``accumulate=False`` it gives a file's values as stored: per-bucket counts and no
 ``_count``, so writing them back adds nothing twice) and ``mark_process_dead`` of

@@ -1,4 +1,5 @@
-"""channels_api.server.compat: every internal the server relies on is declared, documented and present."""
+"""channels_api.fence: every internal of another package webchannel relies on is declared,
+documented and present, and no other module reaches into another package's private names."""
 
 from __future__ import annotations
 
@@ -11,23 +12,70 @@ from pathlib import Path
 
 import pytest
 
-from channels_api.server import compat
-from channels_api.server.compat import Internal
+from channels_api import fence as compat
+from channels_api.fence import Internal
 
-SERVER = Path(compat.__file__).parent
+PACKAGE = Path(compat.__file__).parent
+SERVER = PACKAGE / "server"
+
+
+def source_of(module: str) -> Path:
+    return PACKAGE.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def docstring(module: str) -> str:
-    text = ast.get_docstring(ast.parse((SERVER / f"{module}.py").read_text(encoding="utf-8")))
-    assert text, f"channels_api.server.{module} has no docstring"
+    text = ast.get_docstring(ast.parse(source_of(module).read_text(encoding="utf-8")))
+    assert text, f"channels_api.{module} has no docstring"
     return text
 
 
 def test_every_module_of_the_server_package_is_checked() -> None:
-    modules = {path.stem for path in SERVER.glob("*.py")} - {"__init__", "compat"}
-    assert modules == set(compat.MODULES)
-    assert docstring("__init__")
-    assert docstring("compat")
+    modules = {f"server.{path.stem}" for path in SERVER.glob("*.py")} - {"server.__init__"}
+    assert modules <= set(compat.MODULES)
+    assert docstring("server.__init__")
+    assert docstring("fence")
+
+
+def _third_party_reaches(path: Path) -> list[str]:
+    """``name._private`` reads, and ``from package import _private``, on names another package gave."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    foreign: set[str] = set()
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and not node.module.startswith("channels_api")
+        ):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"from {node.module} import {alias.name}")
+                foreign.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if not alias.name.startswith("channels_api"):
+                    foreign.add((alias.asname or alias.name).split(".")[0])
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in foreign
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_outside_the_fence_reaches_into_another_packages_private_names() -> None:
+    fenced = {source_of(module) for module in compat.MODULES}
+    reaches = {
+        str(path.relative_to(PACKAGE)): found
+        for path in PACKAGE.rglob("*.py")
+        if path not in fenced and (found := _third_party_reaches(path))
+    }
+    assert reaches == {}, "declare these in the module's INTERNALS and add it to channels_api.fence.MODULES"
 
 
 @pytest.mark.parametrize("module", compat.MODULES)
@@ -41,7 +89,7 @@ def test_each_declared_internal_is_named_in_its_modules_docstring(module: str) -
 
 @pytest.mark.parametrize("module", compat.MODULES)
 def test_the_declarations_read_from_source_are_the_modules_own(module: str) -> None:
-    imported = importlib.import_module(f"channels_api.server.{module}")
+    imported = importlib.import_module(f"channels_api.{module}")
     assert compat.declared(module) == tuple(Internal(*entry) for entry in imported.INTERNALS)
 
 
@@ -76,6 +124,8 @@ class _Child(_Base):
         (Internal("x", "twisted.internet.no_such_module", "Server"), "twisted.internet.no_such_module"),
         (Internal("x", "no_such_package.module", "thing"), "no_such_package"),
         (Internal("x", f"{__name__}._Child.start", "__name__"), None),
+        (Internal("x", "django.utils.log", "_has_been_logged", "log_response"), None),
+        (Internal("x", "django.utils.log", "_never_read_there", "log_response"), "django.utils.log._never_read_there"),
     ],
     ids=[
         "method",
@@ -88,6 +138,8 @@ class _Child(_Base):
         "module",
         "package",
         "attribute-of-an-attribute",
+        "name-a-module-function-reads",
+        "name-a-module-function-does-not-read",
     ],
 )
 def test_missing_names_what_is_gone(internal: Internal, absent: str | None) -> None:
@@ -108,7 +160,7 @@ def test_a_missing_internal_prints_one_line_and_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gone = Internal("twisted", "twisted.internet.tcp.Server", "_renamedTempDataLen", "__init__")
-    monkeypatch.setattr(compat, "declared", lambda module: (gone,) if module == "ws_protocol" else ())
+    monkeypatch.setattr(compat, "declared", lambda module: (gone,) if module == "server.ws_protocol" else ())
     with pytest.raises(SystemExit) as exit_info:
         compat.exit_if_incompatible(include_redis=False)
     assert exit_info.value.code == 2
@@ -123,7 +175,7 @@ def test_several_missing_internals_are_still_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gone = tuple(Internal("autobahn", "autobahn.websocket.protocol.WebSocketProtocol", f"_gone{i}") for i in range(3))
-    monkeypatch.setattr(compat, "declared", lambda module: gone if module == "ws_protocol" else ())
+    monkeypatch.setattr(compat, "declared", lambda module: gone if module == "server.ws_protocol" else ())
     with pytest.raises(SystemExit):
         compat.exit_if_incompatible(include_redis=False)
     err = capsys.readouterr().err
@@ -133,7 +185,7 @@ def test_several_missing_internals_are_still_one_line(
 
 def test_the_redis_layers_internals_are_checked_only_with_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     gone = (Internal("channels-redis", "channels_redis.pubsub.RedisPubSubChannelLayer", "_renamed"),)
-    monkeypatch.setattr(compat, "declared", lambda module: gone if module == "redis_layer" else ())
+    monkeypatch.setattr(compat, "declared", lambda module: gone if module == "server.redis_layer" else ())
     assert compat.problems(include_redis=False) == []
     assert len(compat.problems(include_redis=True)) == 1
 

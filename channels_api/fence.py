@@ -1,18 +1,21 @@
-"""The startup check that the other packages' internals this package relies on are still there.
+"""The fence around other packages' internals: every reach into one is declared, and checked.
 
-Every module of :mod:`channels_api.server` declares beside its docstring, in ``INTERNALS``,
-the private (or undocumented) attributes and methods of Daphne, Twisted, autobahn,
-channels_redis, prometheus_client and Django's handler that it relies on, each as
+Every module of webchannel that relies on a private (or undocumented) attribute or method of
+another package (Daphne, Twisted, autobahn, channels, channels_redis, prometheus_client,
+Django) declares it beside its docstring, in ``INTERNALS``, each as
 
-    (distribution, dotted path of the object that has it, attribute[, method])
+    (distribution, dotted path of the object that has it, attribute[, where])
 
-The optional ``method`` is for an instance attribute, which the class does not have: it
+The optional ``where`` is for a name the object does not have itself: an instance attribute
 counts as present when ``self.<attribute>`` appears in the source of that method of the
-class or one of its bases (the method that sets it, usually ``__init__``). A source read is
+class or one of its bases (the method that sets it, usually ``__init__``); a name a function
+of a module reads counts when it appears in that function's source. A source read is
 reliable where building an instance is not (a Twisted transport needs a live socket).
 
-:func:`exit_if_incompatible` runs before a server starts (``manage.py serve``, each worker
-of ``serve --workers``, ``runserver``). When something is gone it prints one line, e.g.
+:func:`problems` is the ``channels_api.E001`` system check (so ``manage.py check``,
+``runserver`` and ``serve`` run it) and runs when an ASGI application is built
+(:mod:`channels_api.asgi`, so ``daphne mysite.asgi:application`` does too):
+:func:`exit_if_incompatible` prints one line, e.g.
 
     webchannel: incompatible dependency: twisted 26.10.0 has no twisted.internet.tcp.Server._tempDataLen
 
@@ -40,17 +43,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 MODULES = (
-    "daphne_server",
-    "ws_protocol",
-    "http_protocol",
-    "direct_write",
+    "server.daphne_server",
+    "server.ws_protocol",
+    "server.http_protocol",
+    "server.direct_write",
+    "server.redis_layer",
     "handler",
-    "workers",
+    "consumers",
+    "problems",
+    "supervisor",
     "metric_files",
-    "redis_layer",
 )
-"""Every module of this package; each declares ``INTERNALS`` (possibly empty)."""
-REDIS_MODULES = frozenset({"redis_layer"})
+"""Every module of webchannel that declares ``INTERNALS`` (``tests/unit/test_fence.py`` checks that
+no other module reaches into another package's private names)."""
+REDIS_MODULES = frozenset({"server.redis_layer"})
 """Modules loaded only with Redis configured."""
 
 
@@ -64,7 +70,8 @@ class Internal:
     """The dotted path of the module or class that has it: ``twisted.internet.tcp.Server``."""
     attribute: str
     method: str | None = None
-    """For an instance attribute: the method whose source mentions ``self.<attribute>``."""
+    """For a name the object does not have itself: the method (of a class) or function (of a
+    module) whose source mentions it."""
 
     @property
     def name(self) -> str:
@@ -72,8 +79,8 @@ class Internal:
 
 
 def declared(module: str) -> tuple[Internal, ...]:
-    """The ``INTERNALS`` of ``channels_api.server.<module>``, read from its source."""
-    source = Path(__file__).with_name(f"{module}.py").read_text(encoding="utf-8")
+    """The ``INTERNALS`` of ``channels_api.<module>``, read from its source."""
+    source = Path(__file__).parent.joinpath(*module.split(".")).with_suffix(".py").read_text(encoding="utf-8")
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign):
             names = [target.id for target in node.targets if isinstance(target, ast.Name)]
@@ -83,7 +90,7 @@ def declared(module: str) -> tuple[Internal, ...]:
             continue
         if "INTERNALS" in names and node.value is not None:
             return tuple(Internal(*entry) for entry in ast.literal_eval(node.value))
-    raise LookupError(f"channels_api.server.{module} declares no INTERNALS")
+    raise LookupError(f"channels_api.{module} declares no INTERNALS")
 
 
 def missing(internal: Internal) -> str | None:
@@ -152,7 +159,17 @@ def _resolve(path: str) -> tuple[Any, str | None]:
 
 
 def _mentioned(owner: Any, attribute: str, method: str) -> bool:
-    """Whether ``self.<attribute>`` appears in ``method`` of ``owner`` or one of its bases."""
+    """Whether ``self.<attribute>`` appears in ``method`` of ``owner`` (a class) or one of its
+    bases; for a module, whether ``attribute`` appears in the source of its function ``method``."""
+    if inspect.ismodule(owner):
+        function = getattr(owner, method, None)
+        try:
+            return (
+                function is not None
+                and re.search(rf"\b{re.escape(attribute)}\b", inspect.getsource(function)) is not None
+            )
+        except (OSError, TypeError):
+            return False
     pattern = re.compile(rf"\bself\.{re.escape(attribute)}\b")
     for klass in getattr(owner, "__mro__", ()):
         function = klass.__dict__.get(method)
