@@ -1,4 +1,4 @@
-"""The benchmark's scenarios (the README's Performance rows): integrity, latency, throughput, fanout, connections.
+"""The benchmark's scenarios (the rows of bench/README.md): integrity, latency, throughput, fanout, connections.
 
 Each scenario gets a started target and the run's :class:`Sizes`, creates its own channel and
 returns a flat dict of figures (JSON-ready). Messages are 100 bytes unless stated and are

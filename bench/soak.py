@@ -869,7 +869,7 @@ def run_soak(opts: Options, workdir: Path) -> int:
 
 
 def write_json(path: Path, run: Run, totals: dict[str, Any], ok: bool) -> None:
-    """The figures for tooling (the README table, CI); the API key is left out."""
+    """The figures for tooling (bench/README.md's table, CI); the API key is left out."""
     options = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(run.opts).items() if k != "api_key"}
     document = {"passed": ok, "options": options, "totals": totals, "intervals": [asdict(r) for r in run.rows]}
     path.write_text(json.dumps(document, indent=2) + "\n")

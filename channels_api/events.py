@@ -2,7 +2,7 @@
 
 The values of :class:`CloseCode` and :class:`RefusalReason` are metric label values
 (``webchannel_websocket_closed_total{code}``, ``webchannel_websocket_refused_total{reason}``),
-documented in the README: members may be renamed, values never.
+documented in docs/reference/close-codes.md: members may be renamed, values never.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ MESSAGE_OVERHEAD_BYTES = 160
 
 
 class CloseCode(IntEnum):
-    """WebSocket close codes webchannel sends, documented in the README.
+    """WebSocket close codes webchannel sends, documented in docs/reference/close-codes.md.
 
     Under Daphne an application may only close with 1000 or 3000-4999, so application
     closes use 4xxx equivalents of the standard codes (4000 + the standard's last digits);
@@ -133,7 +133,7 @@ class CloseCode(IntEnum):
 
     @property
     def reason(self) -> str:
-        """The reason phrase the close frame carries (the README's close-code table)."""
+        """The reason phrase the close frame carries (the close-code table of docs/reference/close-codes.md)."""
         return _CLOSE_REASONS[self]
 
 

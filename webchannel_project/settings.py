@@ -1,7 +1,7 @@
 """Django settings: webchannel's configuration, read once by ``load_config``, mapped to Django.
 
 Nothing here is meant to be edited per deployment: use a TOML file (``-c`` or
-``WC_CONFIG_FILE``), ``WC_*`` variables and a ``.env`` file, documented in the README.
+``WC_CONFIG_FILE``), ``WC_*`` variables and a ``.env`` file, documented in docs/reference/configuration.md.
 """
 
 import secrets
@@ -55,7 +55,7 @@ CORS_PREFLIGHT_MAX_AGE = 600
 CORS_EXPOSE_HEADERS = ["webchannel-subscribers"]
 
 # The API serves no HTML pages and sets no cookies: framing (security.W002) and CSRF
-# (security.W003) do not apply. TLS and HSTS belong to the proxy in front (README).
+# (security.W003) do not apply. TLS and HSTS belong to the proxy in front (docs/operations/proxies.md).
 # security.W001 looks for Django's SecurityMiddleware by name; webchannel's is a subclass of it.
 SILENCED_SYSTEM_CHECKS = ["security.W001", "security.W002", "security.W003"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
